@@ -1,1 +1,183 @@
-//! placeholder
+//! followthrough's embedded store: one SQLite file in WAL mode.
+//!
+//! Writes go through one thread that groups concurrent callers into one durable commit
+//! ([`writer`]); reads use a small pool of their own connections, which WAL lets run
+//! beside the writer. `synchronous=FULL` on the write connection makes every commit
+//! survive power loss, which is what a webhook's 2xx promises.
+
+mod migrations;
+mod queries;
+mod readers;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+use followthrough_core::ObjectRef;
+use followthrough_store::{
+    AppendOutcome, InboxBatch, JournalEntry, ObjectState, PendingEvent, PropertyHistoryEntry,
+    ReceivedEvent, Store, StoreError, UnitOfWork,
+};
+use rusqlite::Connection;
+
+pub use migrations::LATEST_VERSION;
+
+use readers::Readers;
+use writer::Writer;
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Writer,
+    readers: Readers,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`. With `migrate`, brings the
+    /// schema up to date first; without, a store with an old schema opens but is not
+    /// [`Store::ready`].
+    pub fn open(path: impl AsRef<Path>, migrate: bool) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut connection = open_connection(&path)?;
+        if migrate {
+            migrations::apply(&mut connection)?;
+        }
+        Ok(Self {
+            readers: Readers::new(path.clone()),
+            writer: Writer::start(connection),
+            path,
+        })
+    }
+
+    /// Applies pending migrations and returns the schema version reached.
+    pub fn migrate(path: impl AsRef<Path>) -> Result<i64, StoreError> {
+        let mut connection = open_connection(path.as_ref())?;
+        migrations::apply(&mut connection)
+    }
+
+    /// Parses a `sqlite://PATH` url (or a bare path) into the file path.
+    pub fn path_from_url(url: &str) -> PathBuf {
+        PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(url))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path)
+        .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(sql_error)?;
+    Ok(connection)
+}
+
+pub(crate) fn sql_error(error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn append_inbox(&self, batch: InboxBatch) -> Result<AppendOutcome, StoreError> {
+        self.writer
+            .write(move |connection| queries::append_inbox(connection, batch))
+            .await
+    }
+
+    async fn journal(&self, entries: Vec<JournalEntry>) -> Result<(), StoreError> {
+        self.writer
+            .write(move |connection| {
+                entries
+                    .iter()
+                    .try_for_each(|entry| queries::insert_journal(connection, entry))
+            })
+            .await
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError> {
+        self.readers
+            .read(move |connection| queries::pending_events(connection, limit))
+            .await
+    }
+
+    async fn apply(&self, unit: UnitOfWork) -> Result<(), StoreError> {
+        self.writer
+            .write(move |connection| queries::apply(connection, &unit))
+            .await
+    }
+
+    async fn object(&self, object: &ObjectRef) -> Result<Option<ObjectState>, StoreError> {
+        let object = object.clone();
+        self.readers
+            .read(move |connection| queries::object(connection, &object))
+            .await
+    }
+
+    async fn property_history(
+        &self,
+        object: &ObjectRef,
+    ) -> Result<Vec<PropertyHistoryEntry>, StoreError> {
+        let object = object.clone();
+        self.readers
+            .read(move |connection| queries::property_history(connection, &object))
+            .await
+    }
+
+    async fn received_events(&self, object: &ObjectRef) -> Result<Vec<ReceivedEvent>, StoreError> {
+        let object = object.clone();
+        self.readers
+            .read(move |connection| queries::received_events(connection, &object))
+            .await
+    }
+
+    async fn journal_for(&self, object: &ObjectRef) -> Result<Vec<JournalEntry>, StoreError> {
+        let object = object.clone();
+        self.readers
+            .read(move |connection| queries::journal_for(connection, &object))
+            .await
+    }
+
+    async fn recent_requests(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        self.readers
+            .read(move |connection| queries::recent_requests(connection, limit))
+            .await
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let found = self.readers.read(migrations::current_version).await?;
+        if found == LATEST_VERSION {
+            Ok(())
+        } else {
+            Err(StoreError::SchemaMismatch {
+                found,
+                expected: LATEST_VERSION,
+            })
+        }
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.writer.close();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    use std::sync::Arc;
+
+    use followthrough_store::Store;
+
+    fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqliteStore::open(dir.path().join("test.db"), true).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    followthrough_store::conformance_tests!(fresh);
+}

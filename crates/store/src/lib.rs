@@ -1,1 +1,20 @@
-//! placeholder
+//! The store: everything followthrough keeps, behind one trait with two backends
+//! (SQLite embedded, PostgreSQL for several instances).
+//!
+//! The trait is deliberately coarse. Callers hand the store whole units of work
+//! ([`InboxBatch`], [`UnitOfWork`]) and each is committed in one transaction, so no
+//! backend leaks its transaction type and no caller can commit half of a change.
+//!
+//! [`conformance`] holds the tests every backend must pass (feature `conformance`).
+
+mod model;
+mod store;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use model::{
+    AppendOutcome, InboxBatch, JournalEntry, JournalKind, ObjectMark, ObjectState, PendingEvent,
+    PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, UnitOfWork,
+};
+pub use store::{Store, StoreError};

@@ -1,0 +1,395 @@
+//! The SQL behind each [`followthrough_store::Store`] method, as plain functions over a
+//! connection, so the writer thread and the read pool share them.
+
+use std::collections::BTreeMap;
+
+use followthrough_core::{Event, EventId, ObjectRef, Timestamp};
+use followthrough_store::{
+    AppendOutcome, InboxBatch, JournalEntry, JournalKind, ObjectMark, ObjectState, PendingEvent,
+    PropertyHistoryEntry, PropertyState, ReceivedEvent, StoreError, UnitOfWork,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::Value;
+
+use crate::sql_error;
+
+pub(crate) fn append_inbox(
+    connection: &Connection,
+    mut batch: InboxBatch,
+) -> Result<AppendOutcome, StoreError> {
+    let request_id = batch
+        .journal
+        .detail
+        .get("request_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut insert = connection
+        .prepare_cached(
+            "INSERT INTO inbox (id, source, dedup_key, object, kind, occurred_at, received_at,
+                                request_id, event_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (source, dedup_key) DO NOTHING",
+        )
+        .map_err(sql_error)?;
+    let mut outcome = AppendOutcome::default();
+    for event in &batch.events {
+        let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let inserted = insert
+            .execute(params![
+                event.id.as_str(),
+                event.source,
+                event.dedup_key,
+                event.object.to_string(),
+                event.kind.name(),
+                event.occurred_at.as_millis(),
+                event.received_at.as_millis(),
+                request_id,
+                json,
+            ])
+            .map_err(sql_error)?;
+        if inserted == 1 {
+            outcome.inserted += 1;
+        } else {
+            outcome.duplicates += 1;
+        }
+    }
+    let journal = &mut batch.journal;
+    journal.summary = format!(
+        "{}: {} new, {} duplicate{}",
+        journal.summary,
+        outcome.inserted,
+        outcome.duplicates,
+        if outcome.duplicates == 1 { "" } else { "s" }
+    );
+    if let Value::Object(detail) = &mut journal.detail {
+        detail.insert("inserted".into(), outcome.inserted.into());
+        detail.insert("duplicates".into(), outcome.duplicates.into());
+    }
+    insert_journal(connection, journal)?;
+    Ok(outcome)
+}
+
+pub(crate) fn insert_journal(
+    connection: &Connection,
+    entry: &JournalEntry,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO journal (at, object, kind, summary, detail_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(sql_error)?
+        .execute(params![
+            entry.at.as_millis(),
+            entry.object.as_ref().map(ToString::to_string),
+            entry.kind.as_str(),
+            entry.summary,
+            entry.detail.to_string(),
+        ])
+        .map_err(sql_error)?;
+    Ok(())
+}
+
+pub(crate) fn pending_events(
+    connection: &Connection,
+    limit: usize,
+) -> Result<Vec<PendingEvent>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT seq, event_json FROM inbox WHERE applied_at IS NULL
+             ORDER BY occurred_at, seq LIMIT ?1",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map([limit as i64], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })
+        .map_err(sql_error)?;
+    rows.map(|row| {
+        let (seq, json) = row.map_err(sql_error)?;
+        Ok(PendingEvent {
+            seq,
+            event: parse_event(&json)?,
+        })
+    })
+    .collect()
+}
+
+pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), StoreError> {
+    for mark in &unit.marks {
+        apply_mark(connection, mark)?;
+    }
+    let mut history = connection
+        .prepare_cached(
+            "INSERT INTO property_history (object, name, value_json, occurred_at, event_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(sql_error)?;
+    // Newest value wins: an older write goes into the history but leaves the current
+    // value alone. Ties go to the later arrival.
+    let mut current = connection
+        .prepare_cached(
+            "INSERT INTO object_properties (object, name, value_json, occurred_at, event_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (object, name) DO UPDATE SET
+                 value_json = excluded.value_json,
+                 occurred_at = excluded.occurred_at,
+                 event_id = excluded.event_id
+             WHERE excluded.occurred_at >= object_properties.occurred_at",
+        )
+        .map_err(sql_error)?;
+    for write in &unit.property_writes {
+        let object = write.object.to_string();
+        let value = write.value.to_string();
+        let values = params![
+            object,
+            write.name,
+            value,
+            write.occurred_at.as_millis(),
+            write.event_id.as_str()
+        ];
+        history.execute(values).map_err(sql_error)?;
+        current.execute(values).map_err(sql_error)?;
+        touch_object(connection, &object, write.occurred_at)?;
+    }
+    for entry in &unit.journal {
+        insert_journal(connection, entry)?;
+    }
+    let applied_at = unit
+        .applied_at
+        .map(Timestamp::as_millis)
+        .unwrap_or_default();
+    let mut mark_applied = connection
+        .prepare_cached("UPDATE inbox SET applied_at = ?1 WHERE seq = ?2 AND applied_at IS NULL")
+        .map_err(sql_error)?;
+    for seq in &unit.applied {
+        mark_applied
+            .execute(params![applied_at, seq])
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+fn apply_mark(connection: &Connection, mark: &ObjectMark) -> Result<(), StoreError> {
+    let (sql, object, at) = match mark {
+        ObjectMark::Seen { object, at } => ("SELECT 1", object, at),
+        ObjectMark::Deleted { object, at } => (
+            "UPDATE objects SET deleted_at = ?2 WHERE object = ?1 AND (deleted_at IS NULL OR deleted_at < ?2)",
+            object,
+            at,
+        ),
+        ObjectMark::Restored { object, at } => (
+            "UPDATE objects SET deleted_at = NULL WHERE object = ?1 AND deleted_at <= ?2",
+            object,
+            at,
+        ),
+    };
+    let name = object.to_string();
+    touch_object(connection, &name, *at)?;
+    if !matches!(mark, ObjectMark::Seen { .. }) {
+        connection
+            .prepare_cached(sql)
+            .map_err(sql_error)?
+            .execute(params![name, at.as_millis()])
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+fn touch_object(connection: &Connection, object: &str, at: Timestamp) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO objects (object, first_seen_at, updated_at) VALUES (?1, ?2, ?2)
+             ON CONFLICT (object) DO UPDATE SET
+                 first_seen_at = MIN(first_seen_at, excluded.first_seen_at),
+                 updated_at = MAX(updated_at, excluded.updated_at)",
+        )
+        .map_err(sql_error)?
+        .execute(params![object, at.as_millis()])
+        .map_err(sql_error)?;
+    Ok(())
+}
+
+pub(crate) fn object(
+    connection: &Connection,
+    object: &ObjectRef,
+) -> Result<Option<ObjectState>, StoreError> {
+    let name = object.to_string();
+    let header = connection
+        .prepare_cached(
+            "SELECT first_seen_at, updated_at, deleted_at FROM objects WHERE object = ?1",
+        )
+        .map_err(sql_error)?
+        .query_row([&name], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Option<i64>>(2)?,
+            ))
+        })
+        .optional()
+        .map_err(sql_error)?;
+    let Some((first_seen_at, updated_at, deleted_at)) = header else {
+        return Ok(None);
+    };
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT name, value_json, occurred_at, event_id FROM object_properties WHERE object = ?1",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map([&name], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(sql_error)?;
+    let mut properties = BTreeMap::new();
+    for row in rows {
+        let (property, value, occurred_at, event_id) = row.map_err(sql_error)?;
+        properties.insert(
+            property,
+            PropertyState {
+                value: parse_value(&value)?,
+                occurred_at: Timestamp(occurred_at),
+                event_id: parse_event_id(&event_id)?,
+            },
+        );
+    }
+    Ok(Some(ObjectState {
+        object: object.clone(),
+        properties,
+        first_seen_at: Timestamp(first_seen_at),
+        updated_at: Timestamp(updated_at),
+        deleted_at: deleted_at.map(Timestamp),
+    }))
+}
+
+pub(crate) fn property_history(
+    connection: &Connection,
+    object: &ObjectRef,
+) -> Result<Vec<PropertyHistoryEntry>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT name, value_json, occurred_at, event_id FROM property_history
+             WHERE object = ?1 ORDER BY name, occurred_at, seq",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map([object.to_string()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(sql_error)?;
+    rows.map(|row| {
+        let (name, value, occurred_at, event_id) = row.map_err(sql_error)?;
+        Ok(PropertyHistoryEntry {
+            name,
+            value: parse_value(&value)?,
+            occurred_at: Timestamp(occurred_at),
+            event_id: parse_event_id(&event_id)?,
+        })
+    })
+    .collect()
+}
+
+pub(crate) fn received_events(
+    connection: &Connection,
+    object: &ObjectRef,
+) -> Result<Vec<ReceivedEvent>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT event_json, request_id, applied_at FROM inbox WHERE object = ?1 ORDER BY seq",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map([object.to_string()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, Option<String>>(1)?,
+                row.get::<_, Option<i64>>(2)?,
+            ))
+        })
+        .map_err(sql_error)?;
+    rows.map(|row| {
+        let (json, request_id, applied_at) = row.map_err(sql_error)?;
+        Ok(ReceivedEvent {
+            event: parse_event(&json)?,
+            request_id,
+            applied_at: applied_at.map(Timestamp),
+        })
+    })
+    .collect()
+}
+
+pub(crate) fn journal_for(
+    connection: &Connection,
+    object: &ObjectRef,
+) -> Result<Vec<JournalEntry>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT at, object, kind, summary, detail_json FROM journal WHERE object = ?1 ORDER BY seq",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map([object.to_string()], journal_row)
+        .map_err(sql_error)?;
+    rows.map(|row| row.map_err(sql_error)?).collect()
+}
+
+pub(crate) fn recent_requests(
+    connection: &Connection,
+    limit: usize,
+) -> Result<Vec<JournalEntry>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT at, object, kind, summary, detail_json FROM journal WHERE object IS NULL
+             ORDER BY seq DESC LIMIT ?1",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map([limit as i64], journal_row)
+        .map_err(sql_error)?;
+    rows.map(|row| row.map_err(sql_error)?).collect()
+}
+
+fn journal_row(row: &Row<'_>) -> rusqlite::Result<Result<JournalEntry, StoreError>> {
+    let at: i64 = row.get(0)?;
+    let object: Option<String> = row.get(1)?;
+    let kind: String = row.get(2)?;
+    let summary: String = row.get(3)?;
+    let detail: String = row.get(4)?;
+    Ok((|| {
+        Ok(JournalEntry {
+            at: Timestamp(at),
+            object: object
+                .map(|name| {
+                    name.parse::<ObjectRef>()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                })
+                .transpose()?,
+            kind: JournalKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("journal kind {kind}")))?,
+            summary,
+            detail: parse_value(&detail)?,
+        })
+    })())
+}
+
+fn parse_event(json: &str) -> Result<Event, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("inbox event: {e}")))
+}
+
+fn parse_value(json: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("stored JSON value: {e}")))
+}
+
+fn parse_event_id(text: &str) -> Result<EventId, StoreError> {
+    EventId::parse(text).ok_or_else(|| StoreError::Corrupt(format!("event id {text}")))
+}

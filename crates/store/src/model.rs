@@ -1,0 +1,164 @@
+//! The values that cross the [`crate::Store`] boundary.
+
+use std::collections::BTreeMap;
+
+use followthrough_core::{Event, EventId, ObjectRef, Timestamp};
+use serde_json::Value;
+
+/// One webhook request's events, to be appended to the inbox in one transaction.
+#[derive(Debug, Clone)]
+pub struct InboxBatch {
+    pub events: Vec<Event>,
+    /// The request's journal entry (kind `webhook`, no object). The store appends
+    /// `inserted` and `duplicates` to its detail, and to its summary.
+    pub journal: JournalEntry,
+}
+
+/// What [`crate::Store::append_inbox`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AppendOutcome {
+    pub inserted: usize,
+    pub duplicates: usize,
+}
+
+/// An inbox event waiting to be applied. `seq` is its arrival order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEvent {
+    pub seq: i64,
+    pub event: Event,
+}
+
+/// An inbox row as a trace shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReceivedEvent {
+    pub event: Event,
+    pub request_id: Option<String>,
+    pub applied_at: Option<Timestamp>,
+}
+
+/// The kinds of journal entry. The names are part of the trace's JSON contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalKind {
+    Webhook,
+    Event,
+    Rule,
+    Run,
+    Timer,
+    Action,
+    Attempt,
+}
+
+impl JournalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalKind::Webhook => "webhook",
+            JournalKind::Event => "event",
+            JournalKind::Rule => "rule",
+            JournalKind::Run => "run",
+            JournalKind::Timer => "timer",
+            JournalKind::Action => "action",
+            JournalKind::Attempt => "attempt",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "webhook" => JournalKind::Webhook,
+            "event" => JournalKind::Event,
+            "rule" => JournalKind::Rule,
+            "run" => JournalKind::Run,
+            "timer" => JournalKind::Timer,
+            "action" => JournalKind::Action,
+            "attempt" => JournalKind::Attempt,
+            _ => return None,
+        })
+    }
+}
+
+/// One line of the journal. Whoever writes it has already redacted personal data.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JournalEntry {
+    pub at: Timestamp,
+    pub object: Option<ObjectRef>,
+    pub kind: JournalKind,
+    pub summary: String,
+    /// Structured detail (ids, counts, the values that decided something).
+    pub detail: Value,
+}
+
+/// Sets one property of one object, as of `occurred_at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PropertyWrite {
+    pub object: ObjectRef,
+    pub name: String,
+    pub value: Value,
+    pub occurred_at: Timestamp,
+    pub event_id: EventId,
+}
+
+/// A change to an object's existence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObjectMark {
+    /// The object exists (created, or first heard of) as of this time.
+    Seen {
+        object: ObjectRef,
+        at: Timestamp,
+    },
+    Deleted {
+        object: ObjectRef,
+        at: Timestamp,
+    },
+    Restored {
+        object: ObjectRef,
+        at: Timestamp,
+    },
+}
+
+/// The effects of applying events, committed together by [`crate::Store::apply`].
+#[derive(Debug, Clone, Default)]
+pub struct UnitOfWork {
+    /// Inbox events this unit applies, by `seq`; they are marked applied at `applied_at`.
+    pub applied: Vec<i64>,
+    pub applied_at: Option<Timestamp>,
+    pub marks: Vec<ObjectMark>,
+    pub property_writes: Vec<PropertyWrite>,
+    pub journal: Vec<JournalEntry>,
+}
+
+/// A property's current value and where it came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PropertyState {
+    pub value: Value,
+    pub occurred_at: Timestamp,
+    pub event_id: EventId,
+}
+
+/// What followthrough knows of one object now.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ObjectState {
+    pub object: ObjectRef,
+    pub properties: BTreeMap<String, PropertyState>,
+    pub first_seen_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+}
+
+impl ObjectState {
+    /// The current properties as plain values, the shape rules read.
+    pub fn values(&self) -> BTreeMap<String, Value> {
+        self.properties
+            .iter()
+            .map(|(name, state)| (name.clone(), state.value.clone()))
+            .collect()
+    }
+}
+
+/// One historical value of one property.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PropertyHistoryEntry {
+    pub name: String,
+    pub value: Value,
+    pub occurred_at: Timestamp,
+    pub event_id: EventId,
+}

@@ -1,0 +1,85 @@
+//! The [`Store`] trait and its contract.
+
+use followthrough_core::ObjectRef;
+
+use crate::model::{
+    AppendOutcome, InboxBatch, JournalEntry, ObjectState, PendingEvent, PropertyHistoryEntry,
+    ReceivedEvent, UnitOfWork,
+};
+
+/// Why a store call failed. Callers at the HTTP edge answer these as an opaque 500 and
+/// log the detail; the text may name tables and SQL, so it never goes to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store schema is at version {found}, this build expects {expected}")]
+    SchemaMismatch { found: i64, expected: i64 },
+    #[error("store is closed")]
+    Closed,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+/// Everything followthrough persists.
+///
+/// # Contract
+///
+/// Every backend must satisfy these, and the conformance suite checks them:
+///
+/// - **Durability.** When a writing method returns `Ok`, its effect is committed and
+///   survives a crash of the process (and, where the backend is configured so, of the
+///   machine). A 2xx to a webhook relies on this.
+/// - **Atomicity.** Each writing method commits all of its input or none of it.
+/// - **Deduplication by constraint.** [`Store::append_inbox`] skips an event whose
+///   `(source, dedup_key)` is already in the inbox, and counts it as a duplicate. The
+///   backend enforces this with a unique constraint, so two concurrent deliveries of one
+///   event cannot both be inserted.
+/// - **Newest value wins.** [`Store::apply`] records every [`crate::PropertyWrite`] in the
+///   history, but replaces an object's current value only if the write occurred at or
+///   after the value it would replace. Events arriving out of order therefore leave the
+///   newest value current and the full history in occurrence order.
+/// - **Pending order.** [`Store::pending_events`] returns unapplied events ordered by
+///   `occurred_at`, then by arrival.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends one webhook's events to the inbox and journals the request, in one
+    /// transaction. The journal entry's summary is completed with the counts.
+    async fn append_inbox(&self, batch: InboxBatch) -> Result<AppendOutcome, StoreError>;
+
+    /// Appends journal entries on their own (a rejected webhook, say).
+    async fn journal(&self, entries: Vec<JournalEntry>) -> Result<(), StoreError>;
+
+    /// Up to `limit` events not yet applied, oldest occurrence first.
+    async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError>;
+
+    /// Commits the effects of applying events: property writes, object marks, journal
+    /// entries, and marks the events applied. All or nothing.
+    async fn apply(&self, unit: UnitOfWork) -> Result<(), StoreError>;
+
+    /// The object's current state, or `None` if no event about it was ever applied.
+    async fn object(&self, object: &ObjectRef) -> Result<Option<ObjectState>, StoreError>;
+
+    /// The object's property history, ordered by property, then occurrence.
+    async fn property_history(
+        &self,
+        object: &ObjectRef,
+    ) -> Result<Vec<PropertyHistoryEntry>, StoreError>;
+
+    /// Events received about the object (applied or not), in arrival order.
+    async fn received_events(&self, object: &ObjectRef) -> Result<Vec<ReceivedEvent>, StoreError>;
+
+    /// Journal entries about the object, oldest first.
+    async fn journal_for(&self, object: &ObjectRef) -> Result<Vec<JournalEntry>, StoreError>;
+
+    /// Journal entries not about one object (webhook requests), newest first.
+    async fn recent_requests(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
+
+    /// Succeeds when the store answers and its schema is the one this build expects.
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// Flushes and closes. Writing calls made after `close` fail with `Closed`.
+    async fn close(&self) -> Result<(), StoreError>;
+}
