@@ -1,0 +1,616 @@
+//! From the YAML file to a [`Rule`]: shape checks, conditions, templates, durations.
+//! Every problem becomes a [`Diagnostic`](crate::Diagnostic) at the offending value; the
+//! whole file is checked even after the first problem.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::diagnostic::{Pos, Sink};
+use crate::duration::Delay;
+use crate::expr::Condition;
+use crate::model::*;
+use crate::raw::{RawRule, RawStep, RawSteps, RawTrigger, S};
+use crate::template::{TemplateBuilder, Text};
+
+fn pos<T>(s: &S<T>) -> Pos {
+    Pos::of(&s.referenced)
+}
+
+/// Parses and compiles one rule file; `None` if it has any problem (all reported).
+pub(crate) fn compile_rule(file: &Path, source: &str, sink: &mut Sink) -> Option<Rule> {
+    let raw: RawRule = match serde_saphyr::from_str(source) {
+        Ok(raw) => raw,
+        Err(error) => {
+            sink.diagnostics
+                .push(crate::diagnostic::from_yaml_error(file, &error));
+            return None;
+        }
+    };
+    let before = sink.diagnostics.len();
+    let mut c = Compiler {
+        sink,
+        templates: TemplateBuilder::new(),
+        properties: BTreeSet::new(),
+        reverts: Vec::new(),
+    };
+    let id = raw.id.value.trim().to_owned();
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    {
+        c.sink.error(
+            pos(&raw.id),
+            format!("rule id `{id}` must be non-empty and use only letters, digits, `-`, `_`, `.`"),
+        );
+    }
+    let mode = match raw.mode.as_ref().map(|m| m.value.as_str()) {
+        None | Some("warn") => Mode::Warn,
+        Some("enforce") => Mode::Enforce,
+        Some(other) => {
+            c.sink.error(
+                pos(raw.mode.as_ref().unwrap()),
+                format!("unknown mode `{other}`, expected `warn` or `enforce`"),
+            );
+            Mode::Warn
+        }
+    };
+    let on_retrigger = match raw.on_retrigger.as_ref().map(|m| m.value.as_str()) {
+        None | Some("ignore") => OnRetrigger::Ignore,
+        Some("restart") => OnRetrigger::Restart,
+        Some("parallel") => OnRetrigger::Parallel,
+        Some(other) => {
+            c.sink.error(
+                pos(raw.on_retrigger.as_ref().unwrap()),
+                format!(
+                    "unknown on_retrigger `{other}`, expected `restart`, `ignore` or `parallel`"
+                ),
+            );
+            OnRetrigger::Ignore
+        }
+    };
+    let object = match &raw.on.value.object {
+        Some(object) if !object.value.trim().is_empty() => object.value.trim().to_owned(),
+        Some(object) => {
+            c.sink.error(
+                pos(object),
+                "`object` must name an object type, e.g. contact or deal",
+            );
+            String::new()
+        }
+        None => {
+            c.sink.error(
+                pos(&raw.on),
+                "`on` needs `object`: the object type the rule is about, e.g. `object: contact`",
+            );
+            String::new()
+        }
+    };
+    let pattern = c.pattern(&raw.on, false);
+    let guard = raw.when.as_ref().and_then(|w| c.condition(w));
+    let key = match &raw.key {
+        None => KeySpec::Object,
+        Some(k) if k.value == "object" || k.value == object => KeySpec::Object,
+        Some(k) => c
+            .condition(k)
+            .map(KeySpec::Expression)
+            .unwrap_or(KeySpec::Object),
+    };
+    if raw.steps.value.is_empty() {
+        c.sink
+            .error(pos(&raw.steps), "a rule needs at least one step");
+    }
+    let steps = c.steps(&raw.steps);
+    if c.sink.diagnostics.len() > before {
+        return None;
+    }
+    Some(Rule {
+        id,
+        description: raw.description.unwrap_or_default(),
+        enabled: raw.enabled.unwrap_or(true),
+        mode,
+        trigger: Trigger {
+            object,
+            pattern: pattern?,
+        },
+        guard,
+        key,
+        on_retrigger,
+        steps,
+        version: version_of(source),
+        file: file.to_owned(),
+        templates: c.templates.finish(),
+        reverts: c.reverts,
+        fill: Arc::new(c.properties),
+    })
+}
+
+/// FNV-1a of the file: stable across builds and platforms, unlike `DefaultHasher`, since
+/// runs persist it.
+pub(crate) fn version_of(source: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in source.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+struct Compiler<'a> {
+    sink: &'a mut Sink,
+    templates: TemplateBuilder,
+    properties: BTreeSet<String>,
+    reverts: Vec<String>,
+}
+
+const STEP_KINDS: [&str; 14] = [
+    "wait",
+    "wait_for",
+    "if",
+    "lookup",
+    "create_task",
+    "update",
+    "revert",
+    "assign_owner",
+    "enroll_sequence",
+    "add_to_list",
+    "create_note",
+    "slack_dm",
+    "slack_message",
+    "http",
+];
+
+impl Compiler<'_> {
+    fn condition(&mut self, source: &S<String>) -> Option<Condition> {
+        match Condition::compile(&source.value) {
+            Ok(condition) => {
+                self.properties.extend(condition.properties.iter().cloned());
+                Some(condition)
+            }
+            Err(e) => {
+                // Point inside the expression when it is on the value's first line.
+                let at = if e.line == 0 && e.column > 0 {
+                    pos(source).shifted(0, e.column)
+                } else {
+                    pos(source)
+                };
+                self.sink.error(at, e.message);
+                None
+            }
+        }
+    }
+
+    fn text(&mut self, source: &S<String>) -> Option<Text> {
+        match self.templates.add(&source.value) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                self.sink.error(pos(source), e.message);
+                None
+            }
+        }
+    }
+
+    fn delay(&mut self, source: &S<String>) -> Option<Delay> {
+        Delay::parse(&source.value)
+            .map_err(|e| self.sink.error(pos(source), e.to_string()))
+            .ok()
+    }
+
+    fn recipient(&mut self, source: Option<&S<String>>) -> Option<Recipient> {
+        match source {
+            None => Some(Recipient::Owner),
+            Some(s) if s.value == "owner" => Some(Recipient::Owner),
+            Some(s) => self.text(s).map(Recipient::Text),
+        }
+    }
+
+    fn pattern(&mut self, raw: &S<RawTrigger>, in_wait_for: bool) -> Option<EventPattern> {
+        let t = &raw.value;
+        let at = pos(raw);
+        if in_wait_for {
+            if let Some(object) = &t.object {
+                self.sink.error(
+                    pos(object),
+                    "`wait_for` waits for an event on the run's own object: remove `object`",
+                );
+            }
+        } else {
+            for (name, field) in [("when", &t.when), ("timeout", &t.timeout)] {
+                if let Some(field) = field {
+                    self.sink.error(pos(field), format!("`{name}` belongs beside `on` (a rule's `when`) or in `wait_for`, not inside `on`"));
+                }
+            }
+        }
+        let event = match (&t.event, &t.change) {
+            (Some(e), _) => e.value.as_str(),
+            (None, Some(_)) => "change",
+            (None, None) => {
+                self.sink.error(at, "say what to wait for: `event: created|deleted|activity|association` or `change: <property>`");
+                return None;
+            }
+        };
+        let misplaced = |sink: &mut Sink, allowed: &[&str]| {
+            let fields: [(&str, Option<Pos>); 7] = [
+                ("change", t.change.as_ref().map(pos)),
+                ("from", t.from.as_ref().map(pos)),
+                ("to", t.to.as_ref().map(pos)),
+                ("properties", t.properties.as_ref().map(pos)),
+                ("engagements", t.engagements.as_ref().map(pos)),
+                ("with", t.with.as_ref().map(pos)),
+                ("action", t.action.as_ref().map(pos)),
+            ];
+            for (name, field) in fields {
+                if let Some(field) = field.filter(|_| !allowed.contains(&name)) {
+                    sink.error(
+                        field,
+                        format!("`{name}` does not apply to `event: {event}`"),
+                    );
+                }
+            }
+        };
+        let pattern = match event {
+            "created" => Some(EventPattern::Created),
+            "deleted" => Some(EventPattern::Deleted),
+            "change" => {
+                misplaced(self.sink, &["change", "from", "to"]);
+                match &t.change {
+                    Some(p) if !p.value.trim().is_empty() => Some(EventPattern::Change {
+                        property: p.value.trim().to_owned(),
+                        from: t.from.as_ref().map(|v| v.value.clone()),
+                        to: t.to.as_ref().map(|v| v.value.clone()),
+                    }),
+                    _ => {
+                        self.sink
+                            .error(at, "`event: change` needs `change: <property>`");
+                        None
+                    }
+                }
+            }
+            "activity" => {
+                misplaced(self.sink, &["properties", "engagements"]);
+                let list = |v: &Option<S<Vec<String>>>, default: &[&str]| {
+                    v.as_ref()
+                        .map(|v| v.value.clone())
+                        .unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect())
+                };
+                Some(EventPattern::Activity {
+                    properties: list(&t.properties, &DEFAULT_ACTIVITY_PROPERTIES),
+                    engagements: list(&t.engagements, &DEFAULT_ENGAGEMENTS),
+                })
+            }
+            "association" => {
+                misplaced(self.sink, &["with", "action"]);
+                let action = match t.action.as_ref().map(|a| a.value.as_str()) {
+                    None | Some("added") => AssociationAction::Added,
+                    Some("removed") => AssociationAction::Removed,
+                    Some("any") => AssociationAction::Any,
+                    Some(other) => {
+                        self.sink.error(pos(t.action.as_ref().unwrap()), format!("unknown association action `{other}`, expected added, removed or any"));
+                        AssociationAction::Added
+                    }
+                };
+                Some(EventPattern::Association {
+                    with: t.with.as_ref().map(|w| w.value.clone()),
+                    action,
+                })
+            }
+            other => {
+                let at = t.event.as_ref().map(pos).unwrap_or(at);
+                self.sink.error(at, format!("unknown event `{other}`, expected one of created, deleted, change, activity, association"));
+                None
+            }
+        };
+        if matches!(event, "created" | "deleted") {
+            misplaced(self.sink, &[]);
+        }
+        pattern
+    }
+
+    fn steps(&mut self, raw: &RawSteps) -> Vec<Step> {
+        raw.value
+            .iter()
+            .filter_map(|step| self.step(step))
+            .collect()
+    }
+
+    fn step(&mut self, raw: &S<RawStep>) -> Option<Step> {
+        let at = pos(raw);
+        let s = &raw.value;
+        let present: Vec<&str> = STEP_KINDS
+            .iter()
+            .copied()
+            .zip([
+                s.wait.is_some(),
+                s.wait_for.is_some(),
+                s.if_.is_some(),
+                s.lookup.is_some(),
+                s.create_task.is_some(),
+                s.update.is_some(),
+                s.revert.is_some(),
+                s.assign_owner.is_some(),
+                s.enroll_sequence.is_some(),
+                s.add_to_list.is_some(),
+                s.create_note.is_some(),
+                s.slack_dm.is_some(),
+                s.slack_message.is_some(),
+                s.http.is_some(),
+            ])
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+        match present.as_slice() {
+            [] => {
+                self.sink.error(
+                    at,
+                    format!("empty step: expected one of {}", STEP_KINDS.join(", ")),
+                );
+                return None;
+            }
+            [_] => {}
+            [first, second, ..] => {
+                self.sink.error(at, format!("a step does one thing: found both `{first}` and `{second}`; split them into two steps"));
+                return None;
+            }
+        }
+        if let Some(t) = &s.on_timeout {
+            if s.wait_for.is_none() {
+                self.sink
+                    .error(pos(t), "`on_timeout` belongs beside `wait_for`");
+            }
+        }
+        for (name, branch) in [("then", &s.then), ("else", &s.else_)] {
+            if let (Some(b), None) = (branch, &s.if_) {
+                self.sink
+                    .error(pos(b), format!("`{name}` belongs beside `if`"));
+            }
+        }
+        if let Some(w) = &s.wait {
+            return self.delay(w).map(Step::Wait);
+        }
+        if let Some(w) = &s.wait_for {
+            let pattern = self.pattern(w, true);
+            let when = w.value.when.as_ref().and_then(|c| self.condition(c));
+            let timeout = match &w.value.timeout {
+                Some(t) => self.delay(t),
+                None => {
+                    self.sink
+                        .error(pos(w), "`wait_for` needs a `timeout`, e.g. `timeout: 24h`");
+                    None
+                }
+            };
+            let on_timeout = s
+                .on_timeout
+                .as_ref()
+                .map(|t| self.steps(t))
+                .unwrap_or_default();
+            return Some(Step::WaitFor(WaitFor {
+                pattern: pattern?,
+                when,
+                timeout: timeout?,
+                on_timeout,
+            }));
+        }
+        if let Some(cond) = &s.if_ {
+            let condition = self.condition(cond);
+            if s.then.is_none() {
+                self.sink.error(pos(cond), "`if` needs `then:` steps");
+            }
+            let then = s.then.as_ref().map(|t| self.steps(t)).unwrap_or_default();
+            let otherwise = s.else_.as_ref().map(|t| self.steps(t)).unwrap_or_default();
+            return Some(Step::If {
+                condition: condition?,
+                then,
+                otherwise,
+            });
+        }
+        if let Some(l) = &s.lookup {
+            let url = self.text(&l.value.url);
+            let headers = self.headers(l.value.headers.as_ref());
+            let into = l.value.into.value.trim().to_owned();
+            if into.is_empty() || !into.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                self.sink.error(
+                    pos(&l.value.into),
+                    "`into` names a variable: letters, digits and `_`",
+                );
+            }
+            return Some(Step::Lookup {
+                url: url?,
+                headers: headers?,
+                into,
+            });
+        }
+        self.action(s, at).map(Step::Action)
+    }
+
+    fn headers(
+        &mut self,
+        raw: Option<&std::collections::BTreeMap<String, S<String>>>,
+    ) -> Option<Vec<(String, Text)>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (name, value) in raw.into_iter().flatten() {
+            match self.text(value) {
+                Some(t) => out.push((name.clone(), t)),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn action(&mut self, s: &RawStep, at: Pos) -> Option<Action> {
+        if let Some(t) = &s.create_task {
+            let t = &t.value;
+            let subject = self.text(&t.subject);
+            let body = t.body.as_ref().map(|b| self.text(b));
+            let priority = match t.priority.as_ref().map(|p| p.value.to_ascii_uppercase()) {
+                None => Some(Priority::Medium),
+                Some(p) if p == "LOW" => Some(Priority::Low),
+                Some(p) if p == "MEDIUM" => Some(Priority::Medium),
+                Some(p) if p == "HIGH" => Some(Priority::High),
+                Some(p) => {
+                    self.sink.error(
+                        pos(t.priority.as_ref().unwrap()),
+                        format!("unknown priority `{p}`, expected LOW, MEDIUM or HIGH"),
+                    );
+                    None
+                }
+            };
+            let due_in = t.due_in.as_ref().map(|d| self.delay(d));
+            let owner = self.recipient(t.owner.as_ref());
+            return Some(Action::CreateTask {
+                subject: subject?,
+                body: body.transpose_all()?,
+                priority: priority?,
+                task_type: t.task_type.as_ref().map(|v| v.value.to_ascii_uppercase()),
+                due_in: due_in.transpose_all()?,
+                owner: owner?,
+            });
+        }
+        if let Some(u) = &s.update {
+            if u.value.is_empty() {
+                self.sink
+                    .error(pos(u), "`update` needs at least one `property: value`");
+            }
+            let mut properties = Vec::new();
+            for (name, value) in &u.value {
+                properties.push((name.clone(), self.text(value)?));
+            }
+            return Some(Action::Update { properties });
+        }
+        if let Some(r) = &s.revert {
+            let property = r.value.trim().to_owned();
+            if property.is_empty() {
+                self.sink.error(
+                    pos(r),
+                    "`revert` names the property to restore, e.g. `revert: dealstage`",
+                );
+                return None;
+            }
+            self.reverts.push(property.clone());
+            return Some(Action::Revert { property });
+        }
+        if let Some(a) = &s.assign_owner {
+            let v = &a.value;
+            if v.team.is_some() == v.owner.is_some() {
+                self.sink.error(pos(a), "`assign_owner` needs exactly one of `team` (round-robin) or `owner` (an owner id)");
+                return None;
+            }
+            let strategy = v
+                .strategy
+                .as_ref()
+                .map(|s| s.value.clone())
+                .unwrap_or_else(|| "round_robin".into());
+            if strategy != "round_robin" {
+                self.sink.error(
+                    pos(v.strategy.as_ref().unwrap()),
+                    format!("unknown strategy `{strategy}`, expected round_robin"),
+                );
+            }
+            let owner = v.owner.as_ref().map(|o| self.text(o));
+            return Some(Action::AssignOwner {
+                team: v.team.as_ref().map(|t| t.value.clone()),
+                owner: owner.transpose_all()?,
+                strategy,
+            });
+        }
+        if let Some(e) = &s.enroll_sequence {
+            let sequence = self.text(&e.value.sequence);
+            let sender = self.recipient(e.value.sender.as_ref());
+            return Some(Action::EnrollSequence {
+                sequence: sequence?,
+                sender: sender?,
+            });
+        }
+        if let Some(l) = &s.add_to_list {
+            return self
+                .text(&l.value.list)
+                .map(|list| Action::AddToList { list });
+        }
+        if let Some(n) = &s.create_note {
+            return self
+                .text(&n.value.body)
+                .map(|body| Action::CreateNote { body });
+        }
+        if let Some(d) = &s.slack_dm {
+            let to = self.recipient(Some(&d.value.to));
+            let text = self.text(&d.value.text);
+            return Some(Action::SlackDm {
+                to: to?,
+                text: text?,
+            });
+        }
+        if let Some(m) = &s.slack_message {
+            let channel = self.text(&m.value.channel);
+            let text = self.text(&m.value.text);
+            return Some(Action::SlackMessage {
+                channel: channel?,
+                text: text?,
+            });
+        }
+        if let Some(h) = &s.http {
+            let v = &h.value;
+            let method = v
+                .method
+                .as_ref()
+                .map(|m| m.value.to_ascii_uppercase())
+                .unwrap_or_else(|| "POST".into());
+            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+                self.sink.error(
+                    pos(v.method.as_ref().unwrap()),
+                    format!("unknown HTTP method `{method}`"),
+                );
+            }
+            let url = self.text(&v.url);
+            let headers = self.headers(v.headers.as_ref());
+            let body = v.body.as_ref().map(|b| self.body(&b.value, pos(b)));
+            return Some(Action::Http {
+                method,
+                url: url?,
+                headers: headers?,
+                body: body.transpose_all()?,
+            });
+        }
+        self.sink.error(at, "unrecognized step");
+        None
+    }
+
+    fn body(&mut self, value: &serde_json::Value, at: Pos) -> Option<Body> {
+        Some(match value {
+            serde_json::Value::String(s) => match self.templates.add(s) {
+                Ok(t) => Body::Text(t),
+                Err(e) => {
+                    self.sink.error(at, e.message);
+                    return None;
+                }
+            },
+            serde_json::Value::Array(items) => Body::List(
+                items
+                    .iter()
+                    .map(|i| self.body(i, at))
+                    .collect::<Option<_>>()?,
+            ),
+            serde_json::Value::Object(map) => Body::Map(
+                map.iter()
+                    .map(|(k, v)| self.body(v, at).map(|b| (k.clone(), b)))
+                    .collect::<Option<_>>()?,
+            ),
+            other => Body::Value(other.clone()),
+        })
+    }
+}
+
+/// `Option<Option<T>>` from an optional field that failed to compile: the outer `None`
+/// means "invalid", so `?` propagates it.
+trait TransposeAll<T> {
+    fn transpose_all(self) -> Option<Option<T>>;
+}
+
+impl<T> TransposeAll<T> for Option<Option<T>> {
+    fn transpose_all(self) -> Option<Option<T>> {
+        match self {
+            None => Some(None),
+            Some(None) => None,
+            Some(Some(v)) => Some(Some(v)),
+        }
+    }
+}
