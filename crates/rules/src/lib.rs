@@ -17,7 +17,10 @@ mod model;
 mod raw;
 mod ruleset;
 mod run;
+mod simulator;
 mod template;
+mod testfile;
+mod testing;
 mod trigger;
 
 pub use context::{EvalContext, ObjectState, Owner, plural};
@@ -40,4 +43,7 @@ pub use run::{
     ActionDecision, Advance, Branch, ConditionTrace, Cursor, Decision, Frame, LookupDecision,
     RunState, RunStatus, TimerKind, Wait, Wake,
 };
+pub use simulator::{OWNER_PROPERTY, Outcome, Simulator, Taken};
 pub use template::Text;
+pub use testfile::{Case, Expect, Expected, ObjectSpec, TestFile};
+pub use testing::{CaseResult, TestReport, run_case, run_tests};

@@ -219,10 +219,19 @@ impl RuleSet {
 
 /// Every problem in the rules under `dir`: what `followthrough check DIR` prints.
 pub fn check_dir(dir: &Path) -> Vec<Diagnostic> {
-    match RuleSet::load_dir(dir) {
+    let mut diagnostics = match RuleSet::load_dir(dir) {
         Ok(_) => Vec::new(),
         Err(diagnostics) => diagnostics,
+    };
+    // Test files are checked too: a broken test is a problem `check` should show.
+    if let Ok(files) = crate::testing::test_files(dir) {
+        for file in files {
+            if let Err(d) = crate::testfile::TestFile::load(&file) {
+                diagnostics.push(d);
+            }
+        }
     }
+    diagnostics
 }
 
 /// Where `id:` is in a file (for the duplicate-id diagnostic, found after compiling).
