@@ -169,9 +169,10 @@ impl Compiler<'_> {
                 Some(condition)
             }
             Err(e) => {
-                // Point inside the expression when it is on the value's first line.
+                // Point inside the expression when it is on the value's first line
+                // (CEL columns are 1-based).
                 let at = if e.line == 0 && e.column > 0 {
-                    pos(source).shifted(0, e.column)
+                    pos(source).shifted(0, e.column - 1)
                 } else {
                     pos(source)
                 };
