@@ -8,7 +8,9 @@ use std::time::Duration;
 
 /// A point in time as milliseconds since the Unix epoch (UTC): the unit HubSpot uses, and
 /// what the store keeps in BIGINT columns.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
@@ -75,7 +77,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
-        Self { millis: Arc::new(AtomicI64::new(start.0)) }
+        Self {
+            millis: Arc::new(AtomicI64::new(start.0)),
+        }
     }
 
     pub fn advance(&self, by: Duration) {
@@ -109,8 +113,14 @@ mod tests {
 
     #[test]
     fn timestamps_print_as_rfc3339() {
-        assert_eq!(Timestamp(1_764_324_000_000).to_rfc3339(), "2025-11-28T10:00:00Z");
-        assert_eq!(Timestamp(5_000).since(Timestamp(2_000)), Duration::from_secs(3));
+        assert_eq!(
+            Timestamp(1_764_324_000_000).to_rfc3339(),
+            "2025-11-28T10:00:00Z"
+        );
+        assert_eq!(
+            Timestamp(5_000).since(Timestamp(2_000)),
+            Duration::from_secs(3)
+        );
         assert_eq!(Timestamp(2_000).since(Timestamp(5_000)), Duration::ZERO);
     }
 }

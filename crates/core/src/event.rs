@@ -91,7 +91,10 @@ mod tests {
             source: "hubspot".into(),
             dedup_key: "1:2:3".into(),
             object: ObjectRef::new("hubspot", "contact", "501"),
-            kind: EventKind::PropertyChange { property: "lifecyclestage".into(), value: "lead".into() },
+            kind: EventKind::PropertyChange {
+                property: "lifecyclestage".into(),
+                value: "lead".into(),
+            },
             occurred_at: Timestamp(1),
             received_at: Timestamp(2),
             subscription: "contact.propertyChange".into(),

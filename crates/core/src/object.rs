@@ -18,8 +18,16 @@ pub struct ObjectRef {
 pub struct ObjectRefError(pub String);
 
 impl ObjectRef {
-    pub fn new(source: impl Into<String>, object_type: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { source: source.into(), object_type: object_type.into(), id: id.into() }
+    pub fn new(
+        source: impl Into<String>,
+        object_type: impl Into<String>,
+        id: impl Into<String>,
+    ) -> Self {
+        Self {
+            source: source.into(),
+            object_type: object_type.into(),
+            id: id.into(),
+        }
     }
 }
 

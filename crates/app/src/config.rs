@@ -1,0 +1,415 @@
+//! Configuration: embedded defaults -> file -> `FOLLOWTHROUGH__*` environment -> flags,
+//! then [`Config::validate`], whose messages name the key that is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// The defaults, every key commented: `config.default.toml` at the repository root.
+pub const DEFAULTS: &str = include_str!("../../../config.default.toml");
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_FILE: &str = "followthrough.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub rules: RulesConfig,
+    pub sources: SourcesConfig,
+    pub connectors: ConnectorsConfig,
+    pub api: ApiConfig,
+    pub privacy: PrivacyConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    pub hubspot: HubSpotSourceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSpotSourceConfig {
+    pub client_secret: SecretString,
+    pub client_secret_file: PathBuf,
+    pub signature_versions: Vec<String>,
+    pub max_timestamp_skew_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorsConfig {
+    pub hubspot: ConnectorConfig,
+    pub slack: ConnectorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    pub base_url: String,
+    pub token: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub tokens: Vec<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    pub redact_properties: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(String),
+    #[error("config: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Values given on the command line, applied last.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub store_url: Option<String>,
+    pub rules_dir: Option<String>,
+}
+
+/// What [`Config::validate`] derives: values parsed once, ready to use.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub config: Config,
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub hubspot_secret: SecretString,
+    pub store_path: PathBuf,
+}
+
+impl Config {
+    /// Loads the configuration. `file` is `--config`; without it `./followthrough.toml`
+    /// is read if present. Environment variables `FOLLOWTHROUGH__*` come next, then
+    /// `overrides` (the command-line flags).
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::Load(format!(
+                    "{}: no such file",
+                    path.display()
+                )));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_FILE))
+            }
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("FOLLOWTHROUGH__").split("__"));
+        for (key, value) in flat_overrides(overrides) {
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+        figment
+            .extract()
+            .map_err(|error| ConfigError::Load(describe(error)))
+    }
+
+    /// The defaults with each TOML layer merged over them in turn, and nothing else: no
+    /// file, no environment. For tests and tools that need a hermetic configuration.
+    pub fn from_defaults_and(layers: &[&str]) -> Result<Config, ConfigError> {
+        layers
+            .iter()
+            .fold(Figment::from(Toml::string(DEFAULTS)), |figment, layer| {
+                figment.merge(Toml::string(layer))
+            })
+            .extract()
+            .map_err(|error| ConfigError::Load(describe(error)))
+    }
+
+    /// Cross-field and format checks; every message names its key.
+    pub fn validate(self) -> Result<Validated, ConfigError> {
+        let listen: SocketAddr = self.server.listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    self.server.listen
+                ),
+            )
+        })?;
+        let public_url = Url::parse(&self.server.public_url)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+            .ok_or_else(|| {
+                invalid(
+                    "server.public_url",
+                    format!("`{}` is not an http(s) URL", self.server.public_url),
+                )
+            })?;
+        if public_url.query().is_some() || public_url.fragment().is_some() {
+            return Err(invalid(
+                "server.public_url",
+                "must not carry a query or fragment",
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.server.max_body_bytes) {
+            return Err(invalid(
+                "server.max_body_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        if self.server.request_timeout_ms == 0 {
+            return Err(invalid("server.request_timeout_ms", "must be more than 0"));
+        }
+        let store_path = match self.store.url.split_once("://") {
+            Some(("sqlite", path)) if !path.is_empty() => PathBuf::from(path),
+            Some(("postgres" | "postgresql", _)) => {
+                return Err(invalid(
+                    "store.url",
+                    "PostgreSQL is not supported by this build yet; use sqlite://PATH",
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    "store.url",
+                    format!("`{}` is not sqlite://PATH", self.store.url),
+                ));
+            }
+        };
+        let hubspot = &self.sources.hubspot;
+        for version in &hubspot.signature_versions {
+            if !matches!(version.as_str(), "v1" | "v2" | "v3") {
+                return Err(invalid(
+                    "sources.hubspot.signature_versions",
+                    format!("unknown version `{version}`: expected v1, v2 or v3"),
+                ));
+            }
+        }
+        let hubspot_secret = resolve_secret(&hubspot.client_secret, &hubspot.client_secret_file)
+            .map_err(|message| invalid("sources.hubspot.client_secret_file", message))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", format!("not a tracing filter: {e}")))?;
+        Ok(Validated {
+            listen,
+            public_url,
+            hubspot_secret,
+            store_path,
+            config: self,
+        })
+    }
+}
+
+fn flat_overrides(overrides: &Overrides) -> Vec<(String, String)> {
+    let mut values = Vec::new();
+    if let Some(listen) = &overrides.listen {
+        values.push(("server.listen".to_owned(), listen.clone()));
+    }
+    if let Some(url) = &overrides.store_url {
+        values.push(("store.url".to_owned(), url.clone()));
+    }
+    if let Some(dir) = &overrides.rules_dir {
+        values.push(("rules.dir".to_owned(), dir.clone()));
+    }
+    values
+}
+
+fn resolve_secret(inline: &SecretString, file: &Path) -> Result<SecretString, String> {
+    if file.as_os_str().is_empty() {
+        return Ok(inline.clone());
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    Ok(SecretString::from(text.trim().to_owned()))
+}
+
+/// figment's errors name the key path; keep the message short and free of values
+/// (a value may be a secret).
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let kind = e.kind.to_string();
+            if key.is_empty() {
+                kind
+            } else {
+                format!("{key}: {kind}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Validated {
+    pub fn hubspot_secret_bytes(&self) -> &[u8] {
+        self.hubspot_secret.expose_secret().as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_in(
+        jail: &mut figment::Jail,
+        file: Option<&str>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let _ = jail;
+        Config::load(file.map(Path::new), overrides)
+    }
+
+    #[test]
+    fn embedded_defaults_are_complete_and_valid() {
+        figment::Jail::expect_with(|jail| {
+            let config = load_in(jail, None, &Overrides::default())
+                .unwrap()
+                .validate()
+                .unwrap();
+            assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(config.config.server.max_body_bytes, 1_048_576);
+            assert_eq!(config.store_path, PathBuf::from("followthrough.db"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "[server]\nlisten = \"127.0.0.1:9000\"\nmax_body_bytes = 4096\n",
+            )?;
+            jail.set_env("FOLLOWTHROUGH__SERVER__MAX_BODY_BYTES", "8192");
+            jail.set_env("FOLLOWTHROUGH__SOURCES__HUBSPOT__CLIENT_SECRET", "from-env");
+            let overrides = Overrides {
+                store_url: Some("sqlite://flag.db".into()),
+                ..Overrides::default()
+            };
+            let config = load_in(jail, Some("custom.toml"), &overrides)
+                .unwrap()
+                .validate()
+                .unwrap();
+            assert_eq!(config.listen.port(), 9000, "file beats defaults");
+            assert_eq!(
+                config.config.server.max_body_bytes, 8192,
+                "environment beats file"
+            );
+            assert_eq!(config.hubspot_secret_bytes(), b"from-env");
+            assert_eq!(
+                config.store_path,
+                PathBuf::from("flag.db"),
+                "flags beat everything"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[server]\nlisten = \"nowhere\"\n")?;
+            let error = load_in(jail, Some("bad.toml"), &Overrides::default())
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(error.to_string().contains("server.listen"), "{error}");
+
+            jail.create_file("typo.toml", "[server]\nlisen = \"127.0.0.1:1\"\n")?;
+            let error = load_in(jail, Some("typo.toml"), &Overrides::default()).unwrap_err();
+            assert!(error.to_string().contains("lisen"), "{error}");
+
+            jail.set_env("FOLLOWTHROUGH__STORE__URL", "mysql://x");
+            let error = load_in(jail, None, &Overrides::default())
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(error.to_string().contains("store.url"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "FOLLOWTHROUGH__SOURCES__HUBSPOT__CLIENT_SECRET",
+                "hunter2-secret",
+            );
+            let config = load_in(jail, None, &Overrides::default()).unwrap();
+            assert!(!format!("{config:?}").contains("hunter2-secret"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secret_can_come_from_a_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("secret.txt", "  file-secret\n")?;
+            jail.set_env(
+                "FOLLOWTHROUGH__SOURCES__HUBSPOT__CLIENT_SECRET_FILE",
+                "secret.txt",
+            );
+            let config = load_in(jail, None, &Overrides::default())
+                .unwrap()
+                .validate()
+                .unwrap();
+            assert_eq!(config.hubspot_secret_bytes(), b"file-secret");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,12 @@
+//! followthrough, the application: configuration, the HTTP server and ingest, the
+//! engine, and the command line. `main.rs` only calls [`cli::main`].
+
+pub mod api_error;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod ingest;
+pub mod journal;
+pub mod server;
+pub mod telemetry;
+pub mod trace;

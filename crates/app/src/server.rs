@@ -1,0 +1,196 @@
+//! The HTTP server: routes, shared state, request ids, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::routing::{get, post};
+use followthrough_core::Clock;
+use followthrough_store::Store;
+use secrecy::SecretString;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::PropagateRequestIdLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::api_error::{self, ApiError};
+use crate::config::Validated;
+use crate::engine::Applier;
+use crate::ingest;
+use crate::ingest::hubspot::signature::SignaturePolicy;
+use crate::journal::Redactor;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub hubspot: Arc<HubSpotIngest>,
+    pub max_body_bytes: usize,
+    /// Poked after an accepted webhook so the engine does not wait for its next poll.
+    pub applier_wake: Arc<Notify>,
+}
+
+pub struct HubSpotIngest {
+    pub secret: SecretString,
+    pub policy: SignaturePolicy,
+    pub public_url: url::Url,
+}
+
+/// The request's id (`req_<ulid>`), set by middleware, echoed in `X-Request-Id`, and
+/// carried into logs and the journal.
+#[derive(Debug, Clone)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let id = parts
+            .headers
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("req_unknown");
+        Ok(RequestId(id.to_owned()))
+    }
+}
+
+/// Gives every request a fresh id. A client's own X-Request-Id is replaced, so ids in
+/// our journal are always ours and unique.
+async fn assign_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let id = format!("req_{}", ulid::Ulid::new());
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+    request
+}
+
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/webhooks/hubspot", post(ingest::hubspot::receive))
+        .fallback(api_error::not_found)
+        .method_not_allowed_fallback(api_error::method_not_allowed)
+        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", request_id = id, method = %request.method(), path = request.uri().path())
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        // Outermost: the id exists before anything else sees the request.
+        .layer(axum::middleware::map_request(assign_request_id))
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    state.store.ready().await.map_err(|error| {
+        tracing::warn!(%error, "not ready");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "store not reachable or not migrated",
+        )
+    })?;
+    Ok(axum::Json(json!({ "status": "ready" })))
+}
+
+/// A server running in this process.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Opens the store (migrating it), binds, and serves until `shutdown` is cancelled; then
+/// stops accepting, lets in-flight requests finish (up to the grace period), stops the
+/// engine and closes the store.
+pub async fn spawn(
+    config: Validated,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<RunningServer> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let hubspot = &config.config.sources.hubspot;
+    let versions = &hubspot.signature_versions;
+    let state = AppState {
+        store: Arc::clone(&store),
+        clock: Arc::clone(&clock),
+        hubspot: Arc::new(HubSpotIngest {
+            secret: config.hubspot_secret.clone(),
+            policy: SignaturePolicy {
+                accept_v1: versions.iter().any(|v| v == "v1"),
+                accept_v2: versions.iter().any(|v| v == "v2"),
+                accept_v3: versions.iter().any(|v| v == "v3"),
+                max_skew_ms: i64::try_from(hubspot.max_timestamp_skew_ms).unwrap_or(i64::MAX),
+            },
+            public_url: config.public_url.clone(),
+        }),
+        max_body_bytes: config.config.server.max_body_bytes,
+        applier_wake: Arc::new(Notify::new()),
+    };
+    let applier = Applier::new(
+        Arc::clone(&store),
+        Arc::clone(&clock),
+        Redactor::new(config.config.privacy.redact_properties.clone()),
+    );
+    let engine_stop = CancellationToken::new();
+    let engine = tokio::spawn(applier.run(Arc::clone(&state.applier_wake), engine_stop.clone()));
+
+    let app = router(
+        state,
+        Duration::from_millis(config.config.server.request_timeout_ms),
+    );
+    let grace = Duration::from_millis(config.config.server.shutdown_grace_ms);
+    let token = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        tracing::info!(%addr, "followthrough listening");
+        let serve = axum::serve(listener, app).with_graceful_shutdown({
+            let token = token.clone();
+            async move { token.cancelled().await }
+        });
+        let serve = tokio::spawn(async move { serve.await });
+        token.cancelled().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        match tokio::time::timeout(grace, serve).await {
+            Ok(result) => result??,
+            Err(_) => tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "in-flight requests did not finish in time"
+            ),
+        }
+        engine_stop.cancel();
+        let _ = engine.await;
+        store.close().await?;
+        tracing::info!("store closed; bye");
+        Ok(())
+    });
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        handle,
+    })
+}

@@ -1,0 +1,138 @@
+//! An object's story: its current properties and a timeline of everything that happened
+//! to it, oldest first. `followthrough trace` prints it; the API will serve it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use followthrough_core::{EventKind, ObjectRef, Timestamp};
+use followthrough_store::{Store, StoreError};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Serialize)]
+pub struct Trace {
+    pub object: TracedObject,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TracedObject {
+    pub source: String,
+    #[serde(rename = "type")]
+    pub object_type: String,
+    pub id: String,
+    pub properties: BTreeMap<String, Value>,
+    pub first_seen_at: Option<String>,
+    pub deleted_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimelineEntry {
+    pub at: String,
+    #[serde(skip)]
+    pub at_ms: Timestamp,
+    pub kind: String,
+    pub summary: String,
+    pub detail: Value,
+}
+
+/// Builds the trace, or `None` if followthrough never heard of the object.
+pub async fn build(store: &dyn Store, object: &ObjectRef) -> Result<Option<Trace>, StoreError> {
+    let state = store.object(object).await?;
+    let received = store.received_events(object).await?;
+    let journal = store.journal_for(object).await?;
+    if state.is_none() && received.is_empty() && journal.is_empty() {
+        return Ok(None);
+    }
+    let mut timeline: Vec<TimelineEntry> = Vec::with_capacity(received.len() + journal.len());
+    for received in received {
+        let event = &received.event;
+        let what = match &event.kind {
+            EventKind::PropertyChange { property, .. } => {
+                format!("{} ({property})", event.subscription)
+            }
+            _ => event.subscription.clone(),
+        };
+        let request = received
+            .request_id
+            .as_deref()
+            .map(|id| format!(", request {id}"))
+            .unwrap_or_default();
+        timeline.push(TimelineEntry {
+            at: event.received_at.to_rfc3339(),
+            at_ms: event.received_at,
+            kind: "webhook".into(),
+            summary: format!(
+                "received {what} that occurred at {}{request}",
+                event.occurred_at
+            ),
+            detail: json!({
+                "event_id": event.id,
+                "dedup_key": event.dedup_key,
+                "request_id": received.request_id,
+                "applied": received.applied_at.is_some(),
+            }),
+        });
+    }
+    for entry in journal {
+        timeline.push(TimelineEntry {
+            at: entry.at.to_rfc3339(),
+            at_ms: entry.at,
+            kind: entry.kind.as_str().into(),
+            summary: entry.summary,
+            detail: entry.detail,
+        });
+    }
+    // Stable: receipts come before what was done with them at the same millisecond.
+    timeline.sort_by_key(|entry| entry.at_ms);
+    let (properties, first_seen_at, deleted_at) = match &state {
+        Some(state) => (
+            state.values(),
+            Some(state.first_seen_at.to_rfc3339()),
+            state.deleted_at.map(Timestamp::to_rfc3339),
+        ),
+        None => (BTreeMap::new(), None, None),
+    };
+    Ok(Some(Trace {
+        object: TracedObject {
+            source: object.source.clone(),
+            object_type: object.object_type.clone(),
+            id: object.id.clone(),
+            properties,
+            first_seen_at,
+            deleted_at,
+        },
+        timeline,
+    }))
+}
+
+impl Trace {
+    /// The human-readable form.
+    pub fn render(&self) -> String {
+        let o = &self.object;
+        let mut out = format!("{}:{}:{}\n", o.source, o.object_type, o.id);
+        if let Some(first) = &o.first_seen_at {
+            let _ = writeln!(out, "  first seen {first}");
+        }
+        if let Some(deleted) = &o.deleted_at {
+            let _ = writeln!(out, "  deleted {deleted}");
+        }
+        let _ = writeln!(out, "\nproperties:");
+        if o.properties.is_empty() {
+            let _ = writeln!(out, "  (none yet)");
+        }
+        let width = o.properties.keys().map(String::len).max().unwrap_or(0);
+        for (name, value) in &o.properties {
+            let shown = value
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            let _ = writeln!(out, "  {name:width$}  {shown}");
+        }
+        let _ = writeln!(out, "\ntimeline:");
+        for entry in &self.timeline {
+            let _ = writeln!(out, "  {}  {:<7}  {}", entry.at, entry.kind, entry.summary);
+        }
+        out
+    }
+}

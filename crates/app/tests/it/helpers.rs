@@ -1,0 +1,183 @@
+//! Spawning the app and talking to it like HubSpot does.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use followthrough::config::Config;
+use followthrough::ingest::hubspot::signature::{SignedParts, sign_v3};
+use followthrough::server::{self, RunningServer};
+use followthrough_core::{Clock, ManualClock, SystemClock};
+use followthrough_store::Store;
+use followthrough_store_sqlite::SqliteStore;
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "test-client-secret";
+
+pub struct TestApp {
+    pub base_url: String,
+    pub db_path: PathBuf,
+    pub store: Arc<SqliteStore>,
+    pub clock: ManualClock,
+    pub client: reqwest::Client,
+    running: RunningServer,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with("").await
+}
+
+/// Spawns the server in this process with the defaults, a temporary store, the test
+/// secret, and `extra` TOML merged over them.
+pub async fn spawn_app_with(extra: &str) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("followthrough.db");
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}\"\n[sources.hubspot]\nclient_secret = \"{SECRET}\"\n",
+        db_path.display()
+    );
+    let config = Config::from_defaults_and(&[&toml, extra])
+        .unwrap()
+        .validate()
+        .unwrap();
+    let store = Arc::new(SqliteStore::open(&db_path, true).unwrap());
+    let clock = ManualClock::new(SystemClock.now());
+    let running = server::spawn(
+        config.clone(),
+        store.clone() as Arc<dyn Store>,
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    let base_url = format!("http://{}", running.addr);
+    TestApp {
+        base_url,
+        db_path,
+        store,
+        clock,
+        client: reqwest::Client::new(),
+        running,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// POSTs `body` to the HubSpot webhook, signed v3 for the configured public URL
+    /// (the default, `http://127.0.0.1:8080`, not the bound port: as behind a proxy).
+    pub async fn post_hubspot(&self, body: &str) -> reqwest::Response {
+        let headers = signed_headers(
+            SECRET,
+            "http://127.0.0.1:8080/webhooks/hubspot",
+            body,
+            self.clock.now().as_millis(),
+        );
+        self.post_with(body, &headers).await
+    }
+
+    pub async fn post_with(&self, body: &str, headers: &[(String, String)]) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url("/webhooks/hubspot"))
+            .body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Waits until the engine has applied every accepted event.
+    pub async fn settle(&self) {
+        for _ in 0..500 {
+            if self.store.pending_events(1).await.unwrap().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("events were not applied within 5 s");
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        count(&self.db_path, sql)
+    }
+
+    /// Shuts down gracefully; the returned folder keeps the store file alive.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.running.shutdown.cancel();
+        self.running.handle.await.unwrap().unwrap();
+        self._dir
+    }
+}
+
+/// The headers HubSpot sends with a v3 signature.
+pub fn signed_headers(
+    secret: &str,
+    uri: &str,
+    body: &str,
+    timestamp_ms: i64,
+) -> Vec<(String, String)> {
+    let timestamp = timestamp_ms.to_string();
+    let signature = sign_v3(
+        secret.as_bytes(),
+        SignedParts {
+            method: "POST",
+            uri,
+            body: body.as_bytes(),
+        },
+        &timestamp,
+    );
+    vec![
+        ("content-type".into(), "application/json".into()),
+        ("x-hubspot-signature-v3".into(), signature),
+        ("x-hubspot-request-timestamp".into(), timestamp),
+    ]
+}
+
+pub fn count(db: &Path, sql: &str) -> i64 {
+    let connection = rusqlite::Connection::open(db).unwrap();
+    connection.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+/// One HubSpot property-change event.
+pub fn property_change(
+    event_id: u64,
+    object_type: &str,
+    object_id: u64,
+    at: i64,
+    property: &str,
+    value: &str,
+) -> Value {
+    json!({
+        "eventId": event_id, "subscriptionId": 2101, "portalId": 62515, "appId": 54321,
+        "occurredAt": at, "subscriptionType": format!("{object_type}.propertyChange"),
+        "attemptNumber": 0, "objectId": object_id, "propertyName": property,
+        "propertyValue": value, "changeSource": "CRM_UI", "sourceId": "userId:882761034"
+    })
+}
+
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub async fn error_body(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("every error body is JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error.message: {body}"
+    );
+    (status, code)
+}
