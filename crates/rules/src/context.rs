@@ -65,6 +65,7 @@ pub struct EvalContext {
     pub calendar: Calendar,
     cel: OnceLock<CelVars>,
     raw: OnceLock<Json>,
+    coerced: OnceLock<Json>,
 }
 
 impl Clone for EvalContext {
@@ -101,6 +102,7 @@ impl EvalContext {
             calendar,
             cel: OnceLock::new(),
             raw: OnceLock::new(),
+            coerced: OnceLock::new(),
         }
     }
 
@@ -119,7 +121,7 @@ impl EvalContext {
 
     /// The CEL variables (without `vars`), built on first use with `fill`; the caller
     /// checks [`CelVars::covers`] since another rule set may have built them first.
-    pub(crate) fn cel(&self, fill: &BTreeSet<String>) -> &CelVars {
+    pub(crate) fn cel(&self, fill: &Arc<BTreeSet<String>>) -> &CelVars {
         self.cel
             .get_or_init(|| CelVars::build_with(self, fill, &Map::new()))
     }
@@ -133,8 +135,7 @@ impl EvalContext {
 
     /// The value at a dotted path in the coerced (CEL) view, or null; for the journal.
     pub fn lookup_path(&self, path: &str) -> Json {
-        let view = self.view(true);
-        let mut current = &view;
+        let mut current = self.coerced.get_or_init(|| self.view(true));
         for part in path.split('.') {
             match current.get(part) {
                 Some(next) => current = next,
@@ -325,7 +326,7 @@ pub struct CelVars {
     now: Box<dyn Val>,
     vars: Box<dyn Val>,
     /// Property names filled with "" in `object`/`previous`.
-    filled: BTreeSet<String>,
+    filled: Arc<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for CelVars {
@@ -343,10 +344,10 @@ impl CelVars {
     /// Builds the variables, filling `fill` properties and binding the run's `vars`.
     pub(crate) fn build_with(
         ctx: &EvalContext,
-        fill: &BTreeSet<String>,
+        fill: &Arc<BTreeSet<String>>,
         vars: &Map<String, Json>,
     ) -> Self {
-        let view = ctx.view(true);
+        let view = ctx.coerced.get_or_init(|| ctx.view(true));
         let object = map_to_cel(
             ctx.object.properties.iter().map(|(k, v)| (k.as_str(), v)),
             fill,
@@ -365,12 +366,13 @@ impl CelVars {
             associated: boxed(to_cel(&view["associated"])),
             now: boxed(now),
             vars: boxed(to_cel(&Json::Object(vars.clone()))),
-            filled: fill.clone(),
+            filled: Arc::clone(fill),
         }
     }
 
-    pub(crate) fn covers(&self, properties: &BTreeSet<String>) -> bool {
-        properties.is_subset(&self.filled) || properties.is_empty()
+    pub(crate) fn covers(&self, properties: &Arc<BTreeSet<String>>) -> bool {
+        // Rules of one set share the same Arc: a pointer check on the hot path.
+        Arc::ptr_eq(properties, &self.filled) || properties.is_subset(&self.filled)
     }
 }
 
