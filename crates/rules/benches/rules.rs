@@ -7,7 +7,9 @@ use std::path::Path;
 
 use divan::{Bencher, black_box};
 use followthrough_core::{Event, EventId, EventKind, ObjectRef, Timestamp};
-use followthrough_rules::{Calendar, EvalContext, ObjectState, Owner, Rule, RuleSet, evaluate_guard, evaluate_trigger};
+use followthrough_rules::{
+    Calendar, EvalContext, ObjectState, Owner, Rule, RuleSet, evaluate_guard, evaluate_trigger,
+};
 use serde_json::json;
 
 fn main() {
@@ -38,7 +40,10 @@ fn deal_event() -> Event {
         source: "hubspot".into(),
         dedup_key: "1".into(),
         object: ObjectRef::new("hubspot", "deal", "9001"),
-        kind: EventKind::PropertyChange { property: "dealstage".into(), value: json!("negotiation") },
+        kind: EventKind::PropertyChange {
+            property: "dealstage".into(),
+            value: json!("negotiation"),
+        },
         occurred_at: Timestamp(1_764_324_000_000),
         received_at: Timestamp(1_764_324_000_000),
         subscription: "deal.propertyChange".into(),
@@ -49,14 +54,27 @@ fn deal_event() -> Event {
 }
 
 fn context(event: Event) -> EvalContext {
-    let properties: BTreeMap<_, _> = [("dealname", "Acme"), ("amount", "25000"), ("dealstage", "negotiation"), ("hubspot_owner_id", "42")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    let owner = Owner { id: "42".into(), email: "rep@example.com".into(), name: "Rae".into(), teams: vec!["closers".into()] };
+    let properties: BTreeMap<_, _> = [
+        ("dealname", "Acme"),
+        ("amount", "25000"),
+        ("dealstage", "negotiation"),
+        ("hubspot_owner_id", "42"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), json!(v)))
+    .collect();
+    let owner = Owner {
+        id: "42".into(),
+        email: "rep@example.com".into(),
+        name: "Rae".into(),
+        teams: vec!["closers".into()],
+    };
     EvalContext::new(
         Some(event.clone()),
-        ObjectState { object: event.object.clone(), properties },
+        ObjectState {
+            object: event.object.clone(),
+            properties,
+        },
         BTreeMap::new(),
         Some(owner),
         BTreeMap::new(),
@@ -65,10 +83,24 @@ fn context(event: Event) -> EvalContext {
     )
 }
 
-/// One guard on a context built once per event (as the engine does): the per-rule cost.
-#[divan::bench]
-fn guard_evaluation(bencher: Bencher) {
-    let set = rules(200);
+const GUARDS: [&str; 3] = [
+    "object.amount >= 10000",
+    "object.next_step == \"\" && object.amount >= 10000",
+    "object.next_step == \"\" && object.amount >= 10000 && 'closers' in owner.teams",
+];
+
+/// One guard on a context built once per event (as the engine does): the per-rule cost,
+/// for guards of one, two and three clauses, in a set of 200 rules.
+#[divan::bench(args = GUARDS)]
+fn guard_evaluation(bencher: Bencher, guard: &str) {
+    let mut set: Vec<Rule> = rules(200)
+        .rules()
+        .iter()
+        .filter(|r| r.id != "target")
+        .cloned()
+        .collect();
+    set.push(rule(&format!("id: target\non: {{ object: deal, change: dealstage }}\nwhen: {guard}\nsteps: [ {{ create_note: {{ body: x }} }} ]")));
+    let set = RuleSet::new(set);
     let rule = set.get("target").unwrap();
     let ctx = context(deal_event());
     assert!(evaluate_guard(rule, &ctx).unwrap());
@@ -100,6 +132,8 @@ fn event_end_to_end_200_rules(bencher: Bencher) {
     let event = deal_event();
     bencher.bench_local(|| {
         let ctx = context(black_box(event.clone()));
-        set.matching(&event).map(|c| evaluate_trigger(c.rule, &ctx)).count()
+        set.matching(&event)
+            .map(|c| evaluate_trigger(c.rule, &ctx))
+            .collect::<Vec<_>>()
     });
 }

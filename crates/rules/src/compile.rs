@@ -13,7 +13,7 @@ use crate::model::*;
 use crate::raw::{RawRule, RawStep, RawSteps, RawTrigger, S};
 use crate::template::{TemplateBuilder, Text};
 
-fn pos<T>(s: &S<T>) -> Pos {
+pub(crate) fn pos<T>(s: &S<T>) -> Pos {
     Pos::of(&s.referenced)
 }
 
@@ -137,11 +137,11 @@ pub(crate) fn version_of(source: &str) -> String {
     format!("{hash:016x}")
 }
 
-struct Compiler<'a> {
-    sink: &'a mut Sink,
-    templates: TemplateBuilder,
+pub(crate) struct Compiler<'a> {
+    pub(crate) sink: &'a mut Sink,
+    pub(crate) templates: TemplateBuilder,
     properties: BTreeSet<String>,
-    reverts: Vec<String>,
+    pub(crate) reverts: Vec<String>,
 }
 
 const STEP_KINDS: [&str; 14] = [
@@ -162,7 +162,7 @@ const STEP_KINDS: [&str; 14] = [
 ];
 
 impl Compiler<'_> {
-    fn condition(&mut self, source: &S<String>) -> Option<Condition> {
+    pub(crate) fn condition(&mut self, source: &S<String>) -> Option<Condition> {
         match Condition::compile(&source.value) {
             Ok(condition) => {
                 self.properties.extend(condition.properties.iter().cloned());
@@ -182,7 +182,7 @@ impl Compiler<'_> {
         }
     }
 
-    fn text(&mut self, source: &S<String>) -> Option<Text> {
+    pub(crate) fn text(&mut self, source: &S<String>) -> Option<Text> {
         match self.templates.add(&source.value) {
             Ok(text) => Some(text),
             Err(e) => {
@@ -192,13 +192,13 @@ impl Compiler<'_> {
         }
     }
 
-    fn delay(&mut self, source: &S<String>) -> Option<Delay> {
+    pub(crate) fn delay(&mut self, source: &S<String>) -> Option<Delay> {
         Delay::parse(&source.value)
             .map_err(|e| self.sink.error(pos(source), e.to_string()))
             .ok()
     }
 
-    fn recipient(&mut self, source: Option<&S<String>>) -> Option<Recipient> {
+    pub(crate) fn recipient(&mut self, source: Option<&S<String>>) -> Option<Recipient> {
         match source {
             None => Some(Recipient::Owner),
             Some(s) if s.value == "owner" => Some(Recipient::Owner),
@@ -353,11 +353,11 @@ impl Compiler<'_> {
                 return None;
             }
         }
-        if let Some(t) = &s.on_timeout {
-            if s.wait_for.is_none() {
-                self.sink
-                    .error(pos(t), "`on_timeout` belongs beside `wait_for`");
-            }
+        if let Some(t) = &s.on_timeout
+            && s.wait_for.is_none()
+        {
+            self.sink
+                .error(pos(t), "`on_timeout` belongs beside `wait_for`");
         }
         for (name, branch) in [("then", &s.then), ("else", &s.else_)] {
             if let (Some(b), None) = (branch, &s.if_) {
@@ -422,187 +422,11 @@ impl Compiler<'_> {
         }
         self.action(s, at).map(Step::Action)
     }
-
-    fn headers(
-        &mut self,
-        raw: Option<&std::collections::BTreeMap<String, S<String>>>,
-    ) -> Option<Vec<(String, Text)>> {
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (name, value) in raw.into_iter().flatten() {
-            match self.text(value) {
-                Some(t) => out.push((name.clone(), t)),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
-    }
-
-    fn action(&mut self, s: &RawStep, at: Pos) -> Option<Action> {
-        if let Some(t) = &s.create_task {
-            let t = &t.value;
-            let subject = self.text(&t.subject);
-            let body = t.body.as_ref().map(|b| self.text(b));
-            let priority = match t.priority.as_ref().map(|p| p.value.to_ascii_uppercase()) {
-                None => Some(Priority::Medium),
-                Some(p) if p == "LOW" => Some(Priority::Low),
-                Some(p) if p == "MEDIUM" => Some(Priority::Medium),
-                Some(p) if p == "HIGH" => Some(Priority::High),
-                Some(p) => {
-                    self.sink.error(
-                        pos(t.priority.as_ref().unwrap()),
-                        format!("unknown priority `{p}`, expected LOW, MEDIUM or HIGH"),
-                    );
-                    None
-                }
-            };
-            let due_in = t.due_in.as_ref().map(|d| self.delay(d));
-            let owner = self.recipient(t.owner.as_ref());
-            return Some(Action::CreateTask {
-                subject: subject?,
-                body: body.transpose_all()?,
-                priority: priority?,
-                task_type: t.task_type.as_ref().map(|v| v.value.to_ascii_uppercase()),
-                due_in: due_in.transpose_all()?,
-                owner: owner?,
-            });
-        }
-        if let Some(u) = &s.update {
-            if u.value.is_empty() {
-                self.sink
-                    .error(pos(u), "`update` needs at least one `property: value`");
-            }
-            let mut properties = Vec::new();
-            for (name, value) in &u.value {
-                properties.push((name.clone(), self.text(value)?));
-            }
-            return Some(Action::Update { properties });
-        }
-        if let Some(r) = &s.revert {
-            let property = r.value.trim().to_owned();
-            if property.is_empty() {
-                self.sink.error(
-                    pos(r),
-                    "`revert` names the property to restore, e.g. `revert: dealstage`",
-                );
-                return None;
-            }
-            self.reverts.push(property.clone());
-            return Some(Action::Revert { property });
-        }
-        if let Some(a) = &s.assign_owner {
-            let v = &a.value;
-            if v.team.is_some() == v.owner.is_some() {
-                self.sink.error(pos(a), "`assign_owner` needs exactly one of `team` (round-robin) or `owner` (an owner id)");
-                return None;
-            }
-            let strategy = v
-                .strategy
-                .as_ref()
-                .map(|s| s.value.clone())
-                .unwrap_or_else(|| "round_robin".into());
-            if strategy != "round_robin" {
-                self.sink.error(
-                    pos(v.strategy.as_ref().unwrap()),
-                    format!("unknown strategy `{strategy}`, expected round_robin"),
-                );
-            }
-            let owner = v.owner.as_ref().map(|o| self.text(o));
-            return Some(Action::AssignOwner {
-                team: v.team.as_ref().map(|t| t.value.clone()),
-                owner: owner.transpose_all()?,
-                strategy,
-            });
-        }
-        if let Some(e) = &s.enroll_sequence {
-            let sequence = self.text(&e.value.sequence);
-            let sender = self.recipient(e.value.sender.as_ref());
-            return Some(Action::EnrollSequence {
-                sequence: sequence?,
-                sender: sender?,
-            });
-        }
-        if let Some(l) = &s.add_to_list {
-            return self
-                .text(&l.value.list)
-                .map(|list| Action::AddToList { list });
-        }
-        if let Some(n) = &s.create_note {
-            return self
-                .text(&n.value.body)
-                .map(|body| Action::CreateNote { body });
-        }
-        if let Some(d) = &s.slack_dm {
-            let to = self.recipient(Some(&d.value.to));
-            let text = self.text(&d.value.text);
-            return Some(Action::SlackDm {
-                to: to?,
-                text: text?,
-            });
-        }
-        if let Some(m) = &s.slack_message {
-            let channel = self.text(&m.value.channel);
-            let text = self.text(&m.value.text);
-            return Some(Action::SlackMessage {
-                channel: channel?,
-                text: text?,
-            });
-        }
-        if let Some(h) = &s.http {
-            let v = &h.value;
-            let method = v
-                .method
-                .as_ref()
-                .map(|m| m.value.to_ascii_uppercase())
-                .unwrap_or_else(|| "POST".into());
-            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-                self.sink.error(
-                    pos(v.method.as_ref().unwrap()),
-                    format!("unknown HTTP method `{method}`"),
-                );
-            }
-            let url = self.text(&v.url);
-            let headers = self.headers(v.headers.as_ref());
-            let body = v.body.as_ref().map(|b| self.body(&b.value, pos(b)));
-            return Some(Action::Http {
-                method,
-                url: url?,
-                headers: headers?,
-                body: body.transpose_all()?,
-            });
-        }
-        self.sink.error(at, "unrecognized step");
-        None
-    }
-
-    fn body(&mut self, value: &serde_json::Value, at: Pos) -> Option<Body> {
-        Some(match value {
-            serde_json::Value::String(s) => match self.templates.add(s) {
-                Ok(t) => Body::Text(t),
-                Err(e) => {
-                    self.sink.error(at, e.message);
-                    return None;
-                }
-            },
-            serde_json::Value::Array(items) => Body::List(
-                items
-                    .iter()
-                    .map(|i| self.body(i, at))
-                    .collect::<Option<_>>()?,
-            ),
-            serde_json::Value::Object(map) => Body::Map(
-                map.iter()
-                    .map(|(k, v)| self.body(v, at).map(|b| (k.clone(), b)))
-                    .collect::<Option<_>>()?,
-            ),
-            other => Body::Value(other.clone()),
-        })
-    }
 }
 
 /// `Option<Option<T>>` from an optional field that failed to compile: the outer `None`
 /// means "invalid", so `?` propagates it.
-trait TransposeAll<T> {
+pub(crate) trait TransposeAll<T> {
     fn transpose_all(self) -> Option<Option<T>>;
 }
 

@@ -182,11 +182,9 @@ struct Walk {
 impl Walk {
     fn visit(&mut self, node: &IdedExpr, bound: &mut Vec<String>, depth: usize) {
         match &node.expr {
-            Expr::Ident(name) => {
-                if !name.starts_with('@') && !bound.contains(name) {
-                    self.free.insert(name.clone());
-                    self.reads.insert(name.clone());
-                }
+            Expr::Ident(name) if !name.starts_with('@') && !bound.contains(name) => {
+                self.free.insert(name.clone());
+                self.reads.insert(name.clone());
             }
             Expr::Select(select) => {
                 if let Some(path) = select_path(node, bound) {

@@ -8,6 +8,7 @@
 
 mod actions;
 mod compile;
+mod compile_actions;
 mod context;
 mod diagnostic;
 mod duration;
@@ -43,7 +44,7 @@ pub use run::{
     ActionDecision, Advance, Branch, ConditionTrace, Cursor, Decision, Frame, LookupDecision,
     RunState, RunStatus, TimerKind, Wait, Wake,
 };
-pub use simulator::{OWNER_PROPERTY, Outcome, Simulator, Taken};
+pub use simulator::{OWNER_PROPERTY, Outcome, ReplaySummary, Simulator, Taken};
 pub use template::Text;
 pub use testfile::{Case, Expect, Expected, ObjectSpec, TestFile};
 pub use testing::{CaseResult, TestReport, run_case, run_tests};

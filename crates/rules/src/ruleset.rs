@@ -268,10 +268,10 @@ pub(crate) fn yaml_files(
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-                if keep(name) {
-                    out.push(path);
-                }
+            } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
+                && keep(name)
+            {
+                out.push(path);
             }
         }
     }

@@ -6,7 +6,8 @@
 //! triggers (with `on_retrigger`) and start runs. Actions are recorded, not executed, and
 //! do not feed back into object state: the CRM would echo them as new webhooks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use followthrough_core::{Event, EventKind, ObjectRef, Timestamp};
 use serde_json::Value as Json;
@@ -43,14 +44,29 @@ pub enum Outcome {
     },
 }
 
+/// Counts from [`Simulator::replay`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplaySummary {
+    pub events: usize,
+    pub actions: usize,
+    pub failures: usize,
+    /// Runs still waiting at the end (their timers lie past `until`).
+    pub active_runs: usize,
+}
+
 pub struct Simulator {
-    rules: RuleSet,
+    rules: Arc<RuleSet>,
     calendar: Calendar,
     now: Timestamp,
     objects: BTreeMap<ObjectRef, ObjectState>,
     owners: BTreeMap<String, Owner>,
     associations: BTreeMap<ObjectRef, BTreeSet<ObjectRef>>,
+    /// Active runs only: finished ones are dropped, as a long replay would otherwise
+    /// keep every run ever started.
     runs: BTreeMap<String, RunState>,
+    /// Active run ids by object, and by (rule, key): what an event or a trigger meets.
+    by_object: HashMap<ObjectRef, BTreeSet<String>>,
+    by_key: HashMap<(String, String), BTreeSet<String>>,
     /// (due, run id) of every pending timer.
     timers: BTreeSet<(Timestamp, String)>,
     lookups: BTreeMap<String, Json>,
@@ -60,13 +76,15 @@ pub struct Simulator {
 impl Simulator {
     pub fn new(rules: RuleSet, calendar: Calendar, start: Timestamp) -> Self {
         Self {
-            rules,
+            rules: Arc::new(rules),
             calendar,
             now: start,
             objects: BTreeMap::new(),
             owners: BTreeMap::new(),
             associations: BTreeMap::new(),
             runs: BTreeMap::new(),
+            by_object: HashMap::new(),
+            by_key: HashMap::new(),
             timers: BTreeSet::new(),
             lookups: BTreeMap::new(),
             next_run: 1,
@@ -111,8 +129,46 @@ impl Simulator {
         self.lookups.insert(url.into(), result);
     }
 
+    /// The runs still active (waiting).
     pub fn runs(&self) -> impl Iterator<Item = &RunState> {
         self.runs.values()
+    }
+
+    /// Runs recorded events through the rules in event time (a stable sort by
+    /// `occurred_at`), handing each action or failure to `emit` as it happens, then fires
+    /// the timers due up to `until` (default: the last event's time, so nothing is
+    /// invented past the recording). What `followthrough replay --dry-run` does.
+    pub fn replay(
+        &mut self,
+        mut events: Vec<Event>,
+        until: Option<Timestamp>,
+        emit: &mut dyn FnMut(&Taken),
+    ) -> ReplaySummary {
+        events.sort_by_key(|e| e.occurred_at);
+        let mut summary = ReplaySummary {
+            events: events.len(),
+            ..ReplaySummary::default()
+        };
+        let mut count = |taken: Vec<Taken>, summary: &mut ReplaySummary| {
+            for t in &taken {
+                match t.outcome {
+                    Outcome::Action(_) => summary.actions += 1,
+                    Outcome::Failed { .. } => summary.failures += 1,
+                }
+                emit(t);
+            }
+        };
+        let last = events.last().map(|e| e.occurred_at);
+        for event in &events {
+            let taken = self.apply(event);
+            count(taken, &mut summary);
+        }
+        if let Some(until) = until.or(last) {
+            let taken = self.advance_to(until);
+            count(taken, &mut summary);
+        }
+        summary.active_runs = self.runs.len();
+        summary
     }
 
     /// Fires every timer due up to `until`, in time order, then sets the clock there.
@@ -166,10 +222,11 @@ impl Simulator {
         }
 
         // 1. Runs waiting for an event on one of the subjects.
-        let waiting: Vec<RunState> = self
-            .runs
-            .values()
-            .filter(|r| r.waits_for_events() && subjects.iter().any(|(s, _)| *s == r.object))
+        let waiting: Vec<RunState> = subjects
+            .iter()
+            .flat_map(|(s, _)| self.by_object.get(s).into_iter().flatten())
+            .filter_map(|id| self.runs.get(id))
+            .filter(|r| r.waits_for_events())
             .cloned()
             .collect();
         for state in waiting {
@@ -217,17 +274,20 @@ impl Simulator {
         ctx: &EvalContext,
         taken: &mut Vec<Taken>,
     ) {
-        let Some(rule) = self.rules.get(rule_id).cloned() else {
+        let rules = Arc::clone(&self.rules);
+        let Some(rule) = rules.get(rule_id) else {
             return;
         };
-        match evaluate_trigger(&rule, ctx) {
+        match evaluate_trigger(rule, ctx) {
             TriggerDecision::Start { key, .. } => {
                 let active: Vec<&RunState> = self
-                    .runs
-                    .values()
-                    .filter(|r| r.rule_id == rule.id && r.key == key && r.status.is_active())
+                    .by_key
+                    .get(&(rule.id.clone(), key.clone()))
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| self.runs.get(id))
                     .collect();
-                match on_retrigger(&rule, &active) {
+                match on_retrigger(rule, &active) {
                     RetriggerDecision::Ignore { .. } => {}
                     RetriggerDecision::Start { cancel } => {
                         for run_id in cancel {
@@ -238,8 +298,8 @@ impl Simulator {
                         }
                         let run_id = format!("run_{}", self.next_run);
                         self.next_run += 1;
-                        let state = RunState::new(&rule, run_id, key, target.clone(), self.now);
-                        let result = advance(&rule, &state, Wake::Start, ctx);
+                        let state = RunState::new(rule, run_id, key, target.clone(), self.now);
+                        let result = advance(rule, &state, Wake::Start, ctx);
                         self.record(result, taken);
                     }
                 }
@@ -261,7 +321,32 @@ impl Simulator {
     fn record(&mut self, result: Advance, taken: &mut Vec<Taken>) {
         let Advance { state, decisions } = result;
         let run_id = state.run_id.clone();
-        self.runs.insert(run_id.clone(), state.clone());
+        let by_key = (state.rule_id.clone(), state.key.clone());
+        if state.status.is_active() {
+            self.by_object
+                .entry(state.object.clone())
+                .or_default()
+                .insert(run_id.clone());
+            self.by_key
+                .entry(by_key)
+                .or_default()
+                .insert(run_id.clone());
+            self.runs.insert(run_id.clone(), state.clone());
+        } else {
+            self.runs.remove(&run_id);
+            if let Some(ids) = self.by_object.get_mut(&state.object) {
+                ids.remove(&run_id);
+                if ids.is_empty() {
+                    self.by_object.remove(&state.object);
+                }
+            }
+            if let Some(ids) = self.by_key.get_mut(&by_key) {
+                ids.remove(&run_id);
+                if ids.is_empty() {
+                    self.by_key.remove(&by_key);
+                }
+            }
+        }
         for decision in decisions {
             match decision {
                 Decision::ScheduleTimer { at, .. } => {

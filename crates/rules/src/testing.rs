@@ -361,8 +361,8 @@ fn subset(want: &Json, got: &Json, path: &str) -> Result<(), String> {
             Ok(())
         }
         (w, g) if w == g => Ok(()),
-        (Json::String(w), g) if !g.is_string() && *w == g.to_string() => Ok(()),
-        (w, Json::String(g)) if !w.is_string() && w.to_string() == *g => Ok(()),
+        (Json::String(w), g) if !g.is_string() && w.as_str() == g.to_string().as_str() => Ok(()),
+        (w, Json::String(g)) if !w.is_string() && w.to_string().as_str() == g.as_str() => Ok(()),
         (w, g) => Err(format!("{path} expected {w}, got {g}")),
     }
 }
