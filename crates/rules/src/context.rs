@@ -135,11 +135,17 @@ impl EvalContext {
 
     /// The value at a dotted path in the coerced (CEL) view, or null; for the journal.
     pub fn lookup_path(&self, path: &str) -> Json {
+        // Absent properties read as "" in CEL; report them the same way.
+        let absent = if path.starts_with("object.") || path.starts_with("previous.") {
+            Json::String(String::new())
+        } else {
+            Json::Null
+        };
         let mut current = self.coerced.get_or_init(|| self.view(true));
         for part in path.split('.') {
             match current.get(part) {
                 Some(next) => current = next,
-                None => return Json::Null,
+                None => return absent,
             }
         }
         current.clone()
