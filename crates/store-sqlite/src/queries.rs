@@ -115,6 +115,22 @@ pub(crate) fn pending_events(
 }
 
 pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), StoreError> {
+    // One upsert per object for the whole unit, not one per event.
+    let mut touched: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut touch = |object: &ObjectRef, at: Timestamp| {
+        let span = touched.entry(object.to_string()).or_insert((at.0, at.0));
+        *span = (span.0.min(at.0), span.1.max(at.0));
+    };
+    for mark in &unit.marks {
+        let (ObjectMark::Seen { object, at } | ObjectMark::Deleted { object, at } | ObjectMark::Restored { object, at }) = mark;
+        touch(object, *at);
+    }
+    for write in &unit.property_writes {
+        touch(&write.object, write.occurred_at);
+    }
+    for (object, (first, last)) in &touched {
+        touch_object(connection, object, *first, *last)?;
+    }
     for mark in &unit.marks {
         apply_mark(connection, mark)?;
     }
@@ -149,7 +165,6 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
         ];
         history.execute(values).map_err(sql_error)?;
         current.execute(values).map_err(sql_error)?;
-        touch_object(connection, &object, write.occurred_at)?;
     }
     for entry in &unit.journal {
         insert_journal(connection, entry)?;
@@ -169,9 +184,10 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
     Ok(())
 }
 
+/// Deletion and restoration; the object row itself exists already (see `touch_object`).
 fn apply_mark(connection: &Connection, mark: &ObjectMark) -> Result<(), StoreError> {
     let (sql, object, at) = match mark {
-        ObjectMark::Seen { object, at } => ("SELECT 1", object, at),
+        ObjectMark::Seen { .. } => return Ok(()),
         ObjectMark::Deleted { object, at } => (
             "UPDATE objects SET deleted_at = ?2 WHERE object = ?1 AND (deleted_at IS NULL OR deleted_at < ?2)",
             object,
@@ -183,28 +199,24 @@ fn apply_mark(connection: &Connection, mark: &ObjectMark) -> Result<(), StoreErr
             at,
         ),
     };
-    let name = object.to_string();
-    touch_object(connection, &name, *at)?;
-    if !matches!(mark, ObjectMark::Seen { .. }) {
-        connection
-            .prepare_cached(sql)
-            .map_err(sql_error)?
-            .execute(params![name, at.as_millis()])
-            .map_err(sql_error)?;
-    }
+    connection
+        .prepare_cached(sql)
+        .map_err(sql_error)?
+        .execute(params![object.to_string(), at.as_millis()])
+        .map_err(sql_error)?;
     Ok(())
 }
 
-fn touch_object(connection: &Connection, object: &str, at: Timestamp) -> Result<(), StoreError> {
+fn touch_object(connection: &Connection, object: &str, first: i64, last: i64) -> Result<(), StoreError> {
     connection
         .prepare_cached(
-            "INSERT INTO objects (object, first_seen_at, updated_at) VALUES (?1, ?2, ?2)
+            "INSERT INTO objects (object, first_seen_at, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (object) DO UPDATE SET
                  first_seen_at = MIN(first_seen_at, excluded.first_seen_at),
                  updated_at = MAX(updated_at, excluded.updated_at)",
         )
         .map_err(sql_error)?
-        .execute(params![object, at.as_millis()])
+        .execute(params![object, first, last])
         .map_err(sql_error)?;
     Ok(())
 }

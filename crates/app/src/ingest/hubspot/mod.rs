@@ -50,6 +50,14 @@ async fn accept(
     let body = body::read_limited(headers, body, state.max_body_bytes).await?;
 
     let hubspot = &state.hubspot;
+    if hubspot.secret.expose_secret().is_empty() {
+        // With no secret anyone could sign; refuse rather than accept unauthenticated data.
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "source_not_configured",
+            "sources.hubspot.client_secret is not configured on this server",
+        ));
+    }
     let full_uri = public_uri(&hubspot.public_url, uri);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let verified = signature::verify(

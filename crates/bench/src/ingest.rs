@@ -1,0 +1,144 @@
+//! The `ingest` scenario: how many events per second the server acknowledges durably.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::load::{Latencies, hubspot_batch, ms, signature_headers};
+use crate::server::Server;
+
+pub struct Options {
+    pub connections: usize,
+    pub batch: usize,
+    pub duration: Duration,
+    pub objects: u64,
+}
+
+pub struct Report {
+    options: Options,
+    requests: u64,
+    failures: u64,
+    elapsed: Duration,
+    latencies: Latencies,
+    startup: Duration,
+    idle_rss: u64,
+    peak_rss: u64,
+    cpu: Duration,
+}
+
+pub async fn run(binary: &Path, external: Option<&str>, options: Options) -> anyhow::Result<Report> {
+    let server = match external {
+        Some(_) => None,
+        None => Some(Server::start(binary, &[]).await?),
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let startup = server.as_ref().map(|s| s.startup).unwrap_or_default();
+    let idle_rss = server.as_ref().map(Server::rss).unwrap_or_default();
+    let cpu_before = server.as_ref().map(Server::cpu_time).unwrap_or_default();
+    let url = match (&server, external) {
+        (Some(server), _) => server.url("/webhooks/hubspot"),
+        (None, Some(base)) => format!("{}/webhooks/hubspot", base.trim_end_matches('/')),
+        (None, None) => unreachable!("either a server was started or a URL given"),
+    };
+    let next_event = Arc::new(AtomicU64::new(1));
+    let failures = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + options.duration;
+    let mut workers = Vec::new();
+    for _ in 0..options.connections {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+        let (url, next_event, failures) = (url.clone(), next_event.clone(), failures.clone());
+        let (batch, objects) = (options.batch, options.objects);
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let first = next_event.fetch_add(batch as u64, Ordering::Relaxed);
+                let body = hubspot_batch(first, batch, objects);
+                let mut request = client.post(&url);
+                for (name, value) in signature_headers(&body) {
+                    request = request.header(name, value);
+                }
+                let sent = Instant::now();
+                let ok = matches!(request.body(body).send().await, Ok(response) if response.status() == 200);
+                if ok {
+                    latencies.push(sent.elapsed());
+                } else {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            latencies
+        }));
+    }
+    let mut samples = Vec::new();
+    for worker in workers {
+        samples.extend(worker.await?);
+    }
+    let elapsed = started.elapsed();
+    let cpu = server.as_ref().map(Server::cpu_time).unwrap_or_default().saturating_sub(cpu_before);
+    let peak_rss = server.as_ref().map(Server::peak_rss).unwrap_or_default();
+    if let Some(server) = server {
+        server.stop()?;
+    }
+    Ok(Report {
+        requests: samples.len() as u64,
+        failures: failures.load(Ordering::Relaxed),
+        latencies: Latencies::new(samples),
+        elapsed,
+        startup,
+        idle_rss,
+        peak_rss,
+        cpu,
+        options,
+    })
+}
+
+impl Report {
+    fn events_per_second(&self) -> f64 {
+        (self.requests * self.options.batch as u64) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn table(&self) -> String {
+        let o = &self.options;
+        let events = self.requests * o.batch as u64;
+        let rows = [
+            ("connections x batch", format!("{} x {}", o.connections, o.batch)),
+            ("duration", format!("{:.1} s", self.elapsed.as_secs_f64())),
+            ("requests ok / failed", format!("{} / {}", self.requests, self.failures)),
+            ("events/s (durable)", format!("{:.0}", self.events_per_second())),
+            ("latency p50", format!("{:.2} ms", ms(self.latencies.percentile(50.0)))),
+            ("latency p99", format!("{:.2} ms", ms(self.latencies.percentile(99.0)))),
+            ("latency p99.9", format!("{:.2} ms", ms(self.latencies.percentile(99.9)))),
+            ("server CPU per 1k events", format!("{:.2} ms", ms(self.cpu) * 1000.0 / events.max(1) as f64)),
+            ("server start-up to ready", format!("{:.0} ms", ms(self.startup))),
+            ("server idle RSS", format!("{:.1} MiB", self.idle_rss as f64 / 1048576.0)),
+            ("server peak RSS", format!("{:.1} MiB", self.peak_rss as f64 / 1048576.0)),
+        ];
+        let mut out = String::from("ingest\n");
+        for (name, value) in rows {
+            out.push_str(&format!("  {name:<28} {value}\n"));
+        }
+        out
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "scenario": "ingest",
+            "connections": self.options.connections,
+            "batch": self.options.batch,
+            "duration_s": self.elapsed.as_secs_f64(),
+            "requests": self.requests,
+            "failures": self.failures,
+            "events_per_s": self.events_per_second(),
+            "p50_ms": ms(self.latencies.percentile(50.0)),
+            "p99_ms": ms(self.latencies.percentile(99.0)),
+            "p999_ms": ms(self.latencies.percentile(99.9)),
+            "cpu_s": self.cpu.as_secs_f64(),
+            "startup_ms": ms(self.startup),
+            "idle_rss_bytes": self.idle_rss,
+            "peak_rss_bytes": self.peak_rss,
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! Starting `followthrough serve` as a child process on a fresh store, and reading its
+//! CPU time and peak RSS from /proc.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "bench-secret";
+/// The public URL the server verifies signatures against (see `server.public_url`).
+pub const PUBLIC_URL: &str = "http://127.0.0.1:8080";
+
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub startup: Duration,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start(binary: &Path, extra_env: &[(&str, String)]) -> anyhow::Result<Server> {
+        anyhow::ensure!(binary.exists(), "{} not found: run `cargo build --release -p followthrough` first", binary.display());
+        // The child runs in a scratch folder, so a relative binary path must be resolved here.
+        let binary = binary.canonicalize()?;
+        let dir = tempfile::tempdir()?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let started = Instant::now();
+        let mut command = Command::new(&binary);
+        command
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("FOLLOWTHROUGH__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("FOLLOWTHROUGH__SERVER__PUBLIC_URL", PUBLIC_URL)
+            .env("FOLLOWTHROUGH__STORE__URL", format!("sqlite://{}", dir.path().join("bench.db").display()))
+            .env("FOLLOWTHROUGH__SOURCES__HUBSPOT__CLIENT_SECRET", SECRET)
+            .env("FOLLOWTHROUGH__LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let child = command.spawn()?;
+        let client = reqwest::Client::new();
+        let deadline = started + Duration::from_secs(20);
+        loop {
+            if let Ok(response) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+                && response.status() == 200
+            {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "server did not become ready in 20 s");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(Server { child, port, startup: started.elapsed(), _dir: dir })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Peak resident set size so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        status_kib(self.child.id(), "VmHWM:") * 1024
+    }
+
+    /// Current resident set size (VmRSS), in bytes.
+    pub fn rss(&self) -> u64 {
+        status_kib(self.child.id(), "VmRSS:") * 1024
+    }
+
+    /// User + system CPU time consumed so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ')'.
+        let clock_ticks = 100; // sysconf(_SC_CLK_TCK) is 100 on Linux x86_64
+        Duration::from_millis((ticks(11) + ticks(12)) * 1000 / clock_ticks)
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "server exited with {status}");
+        Ok(())
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
