@@ -25,7 +25,6 @@ use crate::config::Validated;
 use crate::engine::Applier;
 use crate::ingest;
 use crate::ingest::hubspot::signature::SignaturePolicy;
-use crate::journal::Redactor;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -152,11 +151,7 @@ pub async fn spawn(
         max_body_bytes: config.config.server.max_body_bytes,
         applier_wake: Arc::new(Notify::new()),
     };
-    let applier = Applier::new(
-        Arc::clone(&store),
-        Arc::clone(&clock),
-        Redactor::new(config.config.privacy.redact_properties.clone()),
-    );
+    let applier = Applier::new(Arc::clone(&store), Arc::clone(&clock));
     let engine_stop = CancellationToken::new();
     let engine = tokio::spawn(applier.run(Arc::clone(&state.applier_wake), engine_stop.clone()));
 

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use followthrough_core::{EventKind, ObjectRef, Timestamp};
-use followthrough_store::{Store, StoreError};
+use followthrough_store::{JournalEntry, Store, StoreError};
+
+use crate::journal::{self, Redactor};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -37,7 +39,11 @@ pub struct TimelineEntry {
 }
 
 /// Builds the trace, or `None` if followthrough never heard of the object.
-pub async fn build(store: &dyn Store, object: &ObjectRef) -> Result<Option<Trace>, StoreError> {
+pub async fn build(
+    store: &dyn Store,
+    object: &ObjectRef,
+    redactor: &Redactor,
+) -> Result<Option<Trace>, StoreError> {
     let state = store.object(object).await?;
     let received = store.received_events(object).await?;
     let journal = store.journal_for(object).await?;
@@ -73,16 +79,15 @@ pub async fn build(store: &dyn Store, object: &ObjectRef) -> Result<Option<Trace
                 "applied": received.applied_at.is_some(),
             }),
         });
+        // Applying an event is recorded by the inbox row itself; render it as the
+        // journal entry it stands for.
+        if let Some(applied_at) = received.applied_at {
+            timeline.push(timeline_entry(journal::event_applied(
+                applied_at, event, redactor,
+            )));
+        }
     }
-    for entry in journal {
-        timeline.push(TimelineEntry {
-            at: entry.at.to_rfc3339(),
-            at_ms: entry.at,
-            kind: entry.kind.as_str().into(),
-            summary: entry.summary,
-            detail: entry.detail,
-        });
-    }
+    timeline.extend(journal.into_iter().map(timeline_entry));
     // Stable: receipts come before what was done with them at the same millisecond.
     timeline.sort_by_key(|entry| entry.at_ms);
     let (properties, first_seen_at, deleted_at) = match &state {
@@ -104,6 +109,16 @@ pub async fn build(store: &dyn Store, object: &ObjectRef) -> Result<Option<Trace
         },
         timeline,
     }))
+}
+
+fn timeline_entry(entry: JournalEntry) -> TimelineEntry {
+    TimelineEntry {
+        at: entry.at.to_rfc3339(),
+        at_ms: entry.at,
+        kind: entry.kind.as_str().into(),
+        summary: entry.summary,
+        detail: entry.detail,
+    }
 }
 
 impl Trace {

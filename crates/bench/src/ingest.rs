@@ -29,7 +29,11 @@ pub struct Report {
     cpu: Duration,
 }
 
-pub async fn run(binary: &Path, external: Option<&str>, options: Options) -> anyhow::Result<Report> {
+pub async fn run(
+    binary: &Path,
+    external: Option<&str>,
+    options: Options,
+) -> anyhow::Result<Report> {
     let server = match external {
         Some(_) => None,
         None => Some(Server::start(binary, &[]).await?),
@@ -49,7 +53,9 @@ pub async fn run(binary: &Path, external: Option<&str>, options: Options) -> any
     let deadline = started + options.duration;
     let mut workers = Vec::new();
     for _ in 0..options.connections {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()?;
         let (url, next_event, failures) = (url.clone(), next_event.clone(), failures.clone());
         let (batch, objects) = (options.batch, options.objects);
         workers.push(tokio::spawn(async move {
@@ -77,7 +83,11 @@ pub async fn run(binary: &Path, external: Option<&str>, options: Options) -> any
         samples.extend(worker.await?);
     }
     let elapsed = started.elapsed();
-    let cpu = server.as_ref().map(Server::cpu_time).unwrap_or_default().saturating_sub(cpu_before);
+    let cpu = server
+        .as_ref()
+        .map(Server::cpu_time)
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
     let peak_rss = server.as_ref().map(Server::peak_rss).unwrap_or_default();
     if let Some(server) = server {
         server.stop()?;
@@ -104,17 +114,47 @@ impl Report {
         let o = &self.options;
         let events = self.requests * o.batch as u64;
         let rows = [
-            ("connections x batch", format!("{} x {}", o.connections, o.batch)),
+            (
+                "connections x batch",
+                format!("{} x {}", o.connections, o.batch),
+            ),
             ("duration", format!("{:.1} s", self.elapsed.as_secs_f64())),
-            ("requests ok / failed", format!("{} / {}", self.requests, self.failures)),
-            ("events/s (durable)", format!("{:.0}", self.events_per_second())),
-            ("latency p50", format!("{:.2} ms", ms(self.latencies.percentile(50.0)))),
-            ("latency p99", format!("{:.2} ms", ms(self.latencies.percentile(99.0)))),
-            ("latency p99.9", format!("{:.2} ms", ms(self.latencies.percentile(99.9)))),
-            ("server CPU per 1k events", format!("{:.2} ms", ms(self.cpu) * 1000.0 / events.max(1) as f64)),
-            ("server start-up to ready", format!("{:.0} ms", ms(self.startup))),
-            ("server idle RSS", format!("{:.1} MiB", self.idle_rss as f64 / 1048576.0)),
-            ("server peak RSS", format!("{:.1} MiB", self.peak_rss as f64 / 1048576.0)),
+            (
+                "requests ok / failed",
+                format!("{} / {}", self.requests, self.failures),
+            ),
+            (
+                "events/s (durable)",
+                format!("{:.0}", self.events_per_second()),
+            ),
+            (
+                "latency p50",
+                format!("{:.2} ms", ms(self.latencies.percentile(50.0))),
+            ),
+            (
+                "latency p99",
+                format!("{:.2} ms", ms(self.latencies.percentile(99.0))),
+            ),
+            (
+                "latency p99.9",
+                format!("{:.2} ms", ms(self.latencies.percentile(99.9))),
+            ),
+            (
+                "server CPU per 1k events",
+                format!("{:.2} ms", ms(self.cpu) * 1000.0 / events.max(1) as f64),
+            ),
+            (
+                "server start-up to ready",
+                format!("{:.0} ms", ms(self.startup)),
+            ),
+            (
+                "server idle RSS",
+                format!("{:.1} MiB", self.idle_rss as f64 / 1048576.0),
+            ),
+            (
+                "server peak RSS",
+                format!("{:.1} MiB", self.peak_rss as f64 / 1048576.0),
+            ),
         ];
         let mut out = String::from("ingest\n");
         for (name, value) in rows {

@@ -20,15 +20,23 @@ pub fn hubspot_batch(first_event_id: u64, size: usize, objects: u64) -> String {
         }
         let (subscription, property) = match event_id % 10 {
             0 => ("contact.creation", None),
-            1..=5 => ("contact.propertyChange", Some(("lifecyclestage", "salesqualifiedlead"))),
-            6 => ("contact.propertyChange", Some(("notes_last_contacted", "1764324000000"))),
+            1..=5 => (
+                "contact.propertyChange",
+                Some(("lifecyclestage", "salesqualifiedlead")),
+            ),
+            6 => (
+                "contact.propertyChange",
+                Some(("notes_last_contacted", "1764324000000")),
+            ),
             _ => ("deal.propertyChange", Some(("dealstage", "negotiation"))),
         };
         body.push_str(&format!(
             r#"{{"eventId":{event_id},"subscriptionId":2101,"portalId":62515,"appId":54321,"occurredAt":{now},"subscriptionType":"{subscription}","attemptNumber":0,"objectId":{object_id},"changeSource":"CRM_UI","sourceId":"userId:882761034""#
         ));
         if let Some((name, value)) = property {
-            body.push_str(&format!(r#","propertyName":"{name}","propertyValue":"{value}""#));
+            body.push_str(&format!(
+                r#","propertyName":"{name}","propertyValue":"{value}""#
+            ));
         }
         body.push('}');
     }
@@ -40,7 +48,15 @@ pub fn hubspot_batch(first_event_id: u64, size: usize, objects: u64) -> String {
 pub fn signature_headers(body: &str) -> [(&'static str, String); 3] {
     let timestamp = SystemClock.now().as_millis().to_string();
     let uri = format!("{PUBLIC_URL}/webhooks/hubspot");
-    let signature = sign_v3(SECRET.as_bytes(), SignedParts { method: "POST", uri: &uri, body: body.as_bytes() }, &timestamp);
+    let signature = sign_v3(
+        SECRET.as_bytes(),
+        SignedParts {
+            method: "POST",
+            uri: &uri,
+            body: body.as_bytes(),
+        },
+        &timestamp,
+    );
     [
         ("content-type", "application/json".to_owned()),
         ("x-hubspot-signature-v3", signature),

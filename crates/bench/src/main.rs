@@ -49,8 +49,13 @@ enum Scenario {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 20s"))?;
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 20s"))?;
     match unit {
         "s" | "" => Ok(Duration::from_secs(number)),
         "m" => Ok(Duration::from_secs(number * 60)),
@@ -63,8 +68,23 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.scenario {
-        Scenario::Ingest { connections, batch, duration, objects } => {
-            ingest::run(&cli.binary, cli.url.as_deref(), ingest::Options { connections, batch, duration, objects }).await?
+        Scenario::Ingest {
+            connections,
+            batch,
+            duration,
+            objects,
+        } => {
+            ingest::run(
+                &cli.binary,
+                cli.url.as_deref(),
+                ingest::Options {
+                    connections,
+                    batch,
+                    duration,
+                    objects,
+                },
+            )
+            .await?
         }
     };
     println!("{}", report.table());

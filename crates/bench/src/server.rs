@@ -19,7 +19,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(binary: &Path, extra_env: &[(&str, String)]) -> anyhow::Result<Server> {
-        anyhow::ensure!(binary.exists(), "{} not found: run `cargo build --release -p followthrough` first", binary.display());
+        anyhow::ensure!(
+            binary.exists(),
+            "{} not found: run `cargo build --release -p followthrough` first",
+            binary.display()
+        );
         // The child runs in a scratch folder, so a relative binary path must be resolved here.
         let binary = binary.canonicalize()?;
         let dir = tempfile::tempdir()?;
@@ -31,7 +35,10 @@ impl Server {
             .current_dir(dir.path())
             .env("FOLLOWTHROUGH__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("FOLLOWTHROUGH__SERVER__PUBLIC_URL", PUBLIC_URL)
-            .env("FOLLOWTHROUGH__STORE__URL", format!("sqlite://{}", dir.path().join("bench.db").display()))
+            .env(
+                "FOLLOWTHROUGH__STORE__URL",
+                format!("sqlite://{}", dir.path().join("bench.db").display()),
+            )
             .env("FOLLOWTHROUGH__SOURCES__HUBSPOT__CLIENT_SECRET", SECRET)
             .env("FOLLOWTHROUGH__LOG__LEVEL", "warn")
             .stdout(Stdio::null())
@@ -43,15 +50,26 @@ impl Server {
         let client = reqwest::Client::new();
         let deadline = started + Duration::from_secs(20);
         loop {
-            if let Ok(response) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+            if let Ok(response) = client
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
                 && response.status() == 200
             {
                 break;
             }
-            anyhow::ensure!(Instant::now() < deadline, "server did not become ready in 20 s");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "server did not become ready in 20 s"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Ok(Server { child, port, startup: started.elapsed(), _dir: dir })
+        Ok(Server {
+            child,
+            port,
+            startup: started.elapsed(),
+            _dir: dir,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -70,10 +88,19 @@ impl Server {
 
     /// User + system CPU time consumed so far.
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ')'.
         let clock_ticks = 100; // sysconf(_SC_CLK_TCK) is 100 on Linux x86_64
         Duration::from_millis((ticks(11) + ticks(12)) * 1000 / clock_ticks)
@@ -81,7 +108,10 @@ impl Server {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(mut self) -> anyhow::Result<()> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let status = self.child.wait()?;
         anyhow::ensure!(status.success(), "server exited with {status}");
         Ok(())

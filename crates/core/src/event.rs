@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::{EventId, ObjectRef, Timestamp};
+use crate::{EventId, ObjectRef, RawJson, Timestamp};
 
 /// What happened to the object. Kind-specific data travels with the variant, so a
 /// property change cannot lack its property name.
@@ -67,7 +67,7 @@ pub struct Event {
     /// Which user or app made it (HubSpot `sourceId`, e.g. `userId:882761034`).
     pub source_id: Option<String>,
     /// The event exactly as the sender sent it (one element of the batch).
-    pub raw: Value,
+    pub raw: RawJson,
 }
 
 impl Event {
@@ -100,7 +100,7 @@ mod tests {
             subscription: "contact.propertyChange".into(),
             change_source: Some("CRM_UI".into()),
             source_id: None,
-            raw: serde_json::json!({"eventId": 3}),
+            raw: RawJson::from_text(r#"{"eventId":3}"#).unwrap(),
         };
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["kind"], "property_change");

@@ -7,8 +7,10 @@ mod clock;
 mod event;
 mod ids;
 mod object;
+mod raw;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use event::{Event, EventKind};
 pub use ids::{EventId, RunId};
 pub use object::{ObjectRef, ObjectRefError};
+pub use raw::RawJson;

@@ -245,6 +245,6 @@ pub fn event(
         subscription,
         change_source,
         source_id: None,
-        raw: Json::Null,
+        raw: followthrough_core::RawJson::null(),
     }
 }

@@ -32,7 +32,7 @@ fn event(object: ObjectRef, kind: EventKind, at: i64) -> Event {
         received_at: Timestamp(at),
         change_source: Some("CRM_UI".into()),
         source_id: None,
-        raw: Json::Null,
+        raw: followthrough_core::RawJson::null(),
     }
 }
 

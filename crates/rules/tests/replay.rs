@@ -25,7 +25,7 @@ fn event(object: ObjectRef, property: &str, value: &str, at: i64) -> Event {
         received_at: Timestamp(at),
         change_source: None,
         source_id: None,
-        raw: json!(null),
+        raw: followthrough_core::RawJson::null(),
     }
 }
 

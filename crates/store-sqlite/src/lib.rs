@@ -92,8 +92,11 @@ pub(crate) fn sql_error(error: rusqlite::Error) -> StoreError {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn append_inbox(&self, batch: InboxBatch) -> Result<AppendOutcome, StoreError> {
+        // Serialized here, on the caller's thread, not on the writer's.
+        let rows = queries::InboxRow::prepare(&batch.events)?;
+        let journal = batch.journal;
         self.writer
-            .write(move |connection| queries::append_inbox(connection, batch))
+            .write(move |connection| queries::append_inbox(connection, &rows, journal))
             .await
     }
 

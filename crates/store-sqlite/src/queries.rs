@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use followthrough_core::{Event, EventId, ObjectRef, Timestamp};
 use followthrough_store::{
-    AppendOutcome, InboxBatch, JournalEntry, JournalKind, ObjectMark, ObjectState, PendingEvent,
+    AppendOutcome, JournalEntry, JournalKind, ObjectMark, ObjectState, PendingEvent,
     PropertyHistoryEntry, PropertyState, ReceivedEvent, StoreError, UnitOfWork,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -13,12 +13,46 @@ use serde_json::Value;
 
 use crate::sql_error;
 
+/// An inbox row with its JSON already serialized, so the writer thread only binds and
+/// inserts (the writer is the one thread every write waits for).
+pub(crate) struct InboxRow {
+    id: String,
+    source: String,
+    dedup_key: String,
+    object: String,
+    kind: &'static str,
+    occurred_at: i64,
+    received_at: i64,
+    json: String,
+}
+
+impl InboxRow {
+    pub(crate) fn prepare(events: &[Event]) -> Result<Vec<InboxRow>, StoreError> {
+        events
+            .iter()
+            .map(|event| {
+                Ok(InboxRow {
+                    id: event.id.to_string(),
+                    source: event.source.clone(),
+                    dedup_key: event.dedup_key.clone(),
+                    object: event.object.to_string(),
+                    kind: event.kind.name(),
+                    occurred_at: event.occurred_at.as_millis(),
+                    received_at: event.received_at.as_millis(),
+                    json: serde_json::to_string(event)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+}
+
 pub(crate) fn append_inbox(
     connection: &Connection,
-    mut batch: InboxBatch,
+    rows: &[InboxRow],
+    mut journal: JournalEntry,
 ) -> Result<AppendOutcome, StoreError> {
-    let request_id = batch
-        .journal
+    let request_id = journal
         .detail
         .get("request_id")
         .and_then(Value::as_str)
@@ -32,19 +66,18 @@ pub(crate) fn append_inbox(
         )
         .map_err(sql_error)?;
     let mut outcome = AppendOutcome::default();
-    for event in &batch.events {
-        let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    for row in rows {
         let inserted = insert
             .execute(params![
-                event.id.as_str(),
-                event.source,
-                event.dedup_key,
-                event.object.to_string(),
-                event.kind.name(),
-                event.occurred_at.as_millis(),
-                event.received_at.as_millis(),
+                row.id,
+                row.source,
+                row.dedup_key,
+                row.object,
+                row.kind,
+                row.occurred_at,
+                row.received_at,
                 request_id,
-                json,
+                row.json,
             ])
             .map_err(sql_error)?;
         if inserted == 1 {
@@ -53,7 +86,6 @@ pub(crate) fn append_inbox(
             outcome.duplicates += 1;
         }
     }
-    let journal = &mut batch.journal;
     journal.summary = format!(
         "{}: {} new, {} duplicate{}",
         journal.summary,
@@ -65,7 +97,7 @@ pub(crate) fn append_inbox(
         detail.insert("inserted".into(), outcome.inserted.into());
         detail.insert("duplicates".into(), outcome.duplicates.into());
     }
-    insert_journal(connection, journal)?;
+    insert_journal(connection, &journal)?;
     Ok(outcome)
 }
 
@@ -122,7 +154,9 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
         *span = (span.0.min(at.0), span.1.max(at.0));
     };
     for mark in &unit.marks {
-        let (ObjectMark::Seen { object, at } | ObjectMark::Deleted { object, at } | ObjectMark::Restored { object, at }) = mark;
+        let (ObjectMark::Seen { object, at }
+        | ObjectMark::Deleted { object, at }
+        | ObjectMark::Restored { object, at }) = mark;
         touch(object, *at);
     }
     for write in &unit.property_writes {
@@ -207,7 +241,12 @@ fn apply_mark(connection: &Connection, mark: &ObjectMark) -> Result<(), StoreErr
     Ok(())
 }
 
-fn touch_object(connection: &Connection, object: &str, first: i64, last: i64) -> Result<(), StoreError> {
+fn touch_object(
+    connection: &Connection,
+    object: &str,
+    first: i64,
+    last: i64,
+) -> Result<(), StoreError> {
     connection
         .prepare_cached(
             "INSERT INTO objects (object, first_seen_at, updated_at) VALUES (?1, ?2, ?3)

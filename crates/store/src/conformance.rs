@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use followthrough_core::{Event, EventId, EventKind, ObjectRef, Timestamp};
+use followthrough_core::{Event, EventId, EventKind, ObjectRef, RawJson, Timestamp};
 use serde_json::{Value, json};
 
 use crate::{InboxBatch, JournalEntry, JournalKind, PropertyWrite, Store, StoreError, UnitOfWork};
@@ -59,7 +59,7 @@ pub fn property_event(
         subscription: "contact.propertyChange".into(),
         change_source: Some("CRM_UI".into()),
         source_id: None,
-        raw: json!({ "propertyName": property, "propertyValue": value }),
+        raw: RawJson::from_value(&json!({ "propertyName": property, "propertyValue": value })),
     }
 }
 

@@ -17,7 +17,9 @@ pub fn run(config: Validated) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         if secrecy::ExposeSecret::expose_secret(&config.hubspot_secret).is_empty() {
-            tracing::warn!("sources.hubspot.client_secret is empty: HubSpot webhooks will be refused (401)");
+            tracing::warn!(
+                "sources.hubspot.client_secret is empty: HubSpot webhooks will be refused (401)"
+            );
         }
         let store = SqliteStore::open(&config.store_path, true)?;
         tracing::info!(store = %config.store_path.display(), "store open and migrated");

@@ -210,7 +210,10 @@ async fn without_a_configured_secret_every_webhook_is_refused() {
     let body = fixture("hubspot/property-change-batch.json");
     // Signed with the empty key, which anyone could compute.
     let headers = signed_headers("", URI, &body, app.clock.now().as_millis());
-    assert_eq!(error_body(app.post_with(&body, &headers).await).await, (401, "source_not_configured".into()));
+    assert_eq!(
+        error_body(app.post_with(&body, &headers).await).await,
+        (401, "source_not_configured".into())
+    );
     assert_eq!(app.count("SELECT COUNT(*) FROM inbox"), 0);
     app.stop().await;
 }

@@ -2,9 +2,10 @@
 //! ignored, `eventType` is accepted for `subscriptionType`) and normalized into
 //! followthrough's [`Event`].
 
-use followthrough_core::{Event, EventId, EventKind, ObjectRef, Timestamp};
+use followthrough_core::{Event, EventId, EventKind, ObjectRef, RawJson, Timestamp};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub const SOURCE: &str = "hubspot";
 
@@ -67,23 +68,34 @@ pub enum PayloadError {
 /// Parses and normalizes a whole body. Fails on the first bad event: a batch is accepted
 /// whole or not at all, so HubSpot's retry carries the same events again.
 pub fn parse_batch(body: &[u8], received_at: Timestamp) -> Result<Vec<Event>, PayloadError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| PayloadError::NotJson(e.to_string()))?;
-    let Value::Array(items) = value else {
-        return Err(PayloadError::NotArray(json_type(&value)));
-    };
+    // Each element is kept as raw text: it is stored verbatim, and only the fields
+    // normalization needs are parsed out of it.
+    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|error| {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(value) => PayloadError::NotArray(json_type(&value)),
+            Err(_) => PayloadError::NotJson(error.to_string()),
+        }
+    })?;
     items
         .into_iter()
         .enumerate()
         .map(|(index, raw)| {
-            let wire = WireEvent::deserialize(&raw).map_err(|e| PayloadError::BadEvent {
-                index,
-                message: e.to_string(),
-            })?;
-            normalize(wire, raw, received_at)
-                .map_err(|message| PayloadError::BadEvent { index, message })
+            let bad = |message: String| PayloadError::BadEvent { index, message };
+            let wire: WireEvent =
+                serde_json::from_str(raw.get()).map_err(|e| bad(strip_position(e)))?;
+            normalize(wire, RawJson::from(raw.to_owned()), received_at).map_err(bad)
         })
         .collect()
+}
+
+/// serde_json's messages end with "at line 1 column 57" relative to the element; that
+/// position means nothing to the sender, who sees the whole body.
+fn strip_position(error: serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
 }
 
 fn json_type(value: &Value) -> &'static str {
@@ -97,7 +109,7 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-fn normalize(wire: WireEvent, raw: Value, received_at: Timestamp) -> Result<Event, String> {
+fn normalize(wire: WireEvent, raw: RawJson, received_at: Timestamp) -> Result<Event, String> {
     let (prefix, action) = wire.subscription_type.split_once('.').ok_or_else(|| {
         format!(
             "subscriptionType `{}` is not <object>.<action>",
@@ -232,7 +244,7 @@ mod tests {
         );
         assert_eq!(first.occurred_at, Timestamp(1_764_324_000_000));
         assert_eq!(first.change_source.as_deref(), Some("CRM_UI"));
-        assert_eq!(first.raw["eventId"], 1001);
+        assert_eq!(first.raw.to_value()["eventId"], 1001);
         assert_eq!(events[1].object.to_string(), "hubspot:deal:9001");
         assert_eq!(events[2].kind, EventKind::Created);
     }
