@@ -158,3 +158,62 @@ async fn sigkill_mid_stream_loses_no_acknowledged_batch() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_request_in_flight_then_closes_the_store() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("graceful.db");
+    let port = free_port();
+    let mut server = start_server(&db, port);
+    let client = reqwest::Client::new();
+    wait_ready(&client, port).await;
+
+    // Send the headers and half the body, then signal.
+    let body = batch(9, 1);
+    let now = SystemClock.now().as_millis();
+    let headers = signed_headers(SECRET, "http://127.0.0.1:8080/webhooks/hubspot", &body, now);
+    let mut head = format!(
+        "POST /webhooks/hubspot HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in &headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "the server must wait for the request in flight"
+    );
+
+    stream.write_all(rest).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = stream.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(stream);
+
+    let exit = tokio::task::spawn_blocking(move || server.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "clean exit after SIGTERM: {exit}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox"), 100);
+    // Closed cleanly: the WAL was checkpointed into the database file and truncated.
+    let wal = std::fs::metadata(dir.path().join("graceful.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(wal, 0, "WAL left with {wal} bytes");
+}

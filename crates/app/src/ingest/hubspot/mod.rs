@@ -104,7 +104,6 @@ async fn accept(
         state.applier_wake.notify_one();
     }
     tracing::info!(
-        request_id = request_id.as_str(),
         signature = verified.version,
         inserted = outcome.inserted,
         duplicates = outcome.duplicates,
@@ -125,8 +124,8 @@ fn public_uri(base: &url::Url, uri: &Uri) -> String {
 }
 
 async fn reject(state: &AppState, request_id: &RequestId, error: &ApiError) {
+    // The request span already carries the request id.
     tracing::warn!(
-        request_id = request_id.as_str(),
         status = error.status.as_u16(),
         code = error.code,
         "hubspot webhook rejected: {}",
