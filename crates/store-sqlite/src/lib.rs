@@ -96,7 +96,7 @@ impl Store for SqliteStore {
         let rows = queries::InboxRow::prepare(&batch.events)?;
         let journal = batch.journal;
         self.writer
-            .write(move |connection| queries::append_inbox(connection, &rows, journal))
+            .write(move |connection| queries::append_inbox(connection, &rows, journal.clone()))
             .await
     }
 
