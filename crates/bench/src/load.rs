@@ -45,7 +45,7 @@ pub fn hubspot_batch(first_event_id: u64, size: usize, objects: u64) -> String {
 }
 
 /// The v3 signature headers for `body` posted to `/webhooks/hubspot`.
-pub fn signature_headers(body: &str) -> [(&'static str, String); 3] {
+pub fn signature_headers(body: &[u8]) -> [(&'static str, String); 3] {
     let timestamp = SystemClock.now().as_millis().to_string();
     let uri = format!("{PUBLIC_URL}/webhooks/hubspot");
     let signature = sign_v3(
@@ -53,7 +53,7 @@ pub fn signature_headers(body: &str) -> [(&'static str, String); 3] {
         SignedParts {
             method: "POST",
             uri: &uri,
-            body: body.as_bytes(),
+            body,
         },
         &timestamp,
     );

@@ -5,6 +5,7 @@
 //! beside the writer. `synchronous=FULL` on the write connection makes every commit
 //! survive power loss, which is what a webhook's 2xx promises.
 
+mod event_row;
 mod migrations;
 mod queries;
 mod readers;

@@ -11,7 +11,7 @@ use followthrough_store::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
-use crate::sql_error;
+use crate::{event_row, sql_error};
 
 /// An inbox row with its JSON already serialized, so the writer thread only binds and
 /// inserts (the writer is the one thread every write waits for).
@@ -39,8 +39,7 @@ impl InboxRow {
                     kind: event.kind.name(),
                     occurred_at: event.occurred_at.as_millis(),
                     received_at: event.received_at.as_millis(),
-                    json: serde_json::to_string(event)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    json: event_row::body_json(event)?,
                 })
             })
             .collect()
@@ -126,22 +125,19 @@ pub(crate) fn pending_events(
     limit: usize,
 ) -> Result<Vec<PendingEvent>, StoreError> {
     let mut statement = connection
-        .prepare_cached(
-            "SELECT seq, event_json FROM inbox WHERE applied_at IS NULL
-             ORDER BY occurred_at, seq LIMIT ?1",
-        )
+        .prepare_cached(&format!(
+            "SELECT seq, {} FROM inbox WHERE applied_at IS NULL ORDER BY occurred_at, seq LIMIT ?1",
+            event_row::COLUMNS
+        ))
         .map_err(sql_error)?;
     let rows = statement
         .query_map([limit as i64], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            Ok((row.get::<_, i64>(0)?, event_row::from_row(row, 1)?))
         })
         .map_err(sql_error)?;
     rows.map(|row| {
-        let (seq, json) = row.map_err(sql_error)?;
-        Ok(PendingEvent {
-            seq,
-            event: parse_event(&json)?,
-        })
+        let (seq, event) = row.map_err(sql_error)?;
+        Ok(PendingEvent { seq, event: event? })
     })
     .collect()
 }
@@ -355,23 +351,24 @@ pub(crate) fn received_events(
     object: &ObjectRef,
 ) -> Result<Vec<ReceivedEvent>, StoreError> {
     let mut statement = connection
-        .prepare_cached(
-            "SELECT event_json, request_id, applied_at FROM inbox WHERE object = ?1 ORDER BY seq",
-        )
+        .prepare_cached(&format!(
+            "SELECT request_id, applied_at, {} FROM inbox WHERE object = ?1 ORDER BY seq",
+            event_row::COLUMNS
+        ))
         .map_err(sql_error)?;
     let rows = statement
         .query_map([object.to_string()], |row| {
             Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, Option<String>>(1)?,
-                row.get::<_, Option<i64>>(2)?,
+                row.get::<_, Option<String>>(0)?,
+                row.get::<_, Option<i64>>(1)?,
+                event_row::from_row(row, 2)?,
             ))
         })
         .map_err(sql_error)?;
     rows.map(|row| {
-        let (json, request_id, applied_at) = row.map_err(sql_error)?;
+        let (request_id, applied_at, event) = row.map_err(sql_error)?;
         Ok(ReceivedEvent {
-            event: parse_event(&json)?,
+            event: event?,
             request_id,
             applied_at: applied_at.map(Timestamp),
         })
@@ -431,10 +428,6 @@ fn journal_row(row: &Row<'_>) -> rusqlite::Result<Result<JournalEntry, StoreErro
             detail: parse_value(&detail)?,
         })
     })())
-}
-
-fn parse_event(json: &str) -> Result<Event, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("inbox event: {e}")))
 }
 
 fn parse_value(json: &str) -> Result<Value, StoreError> {

@@ -74,7 +74,10 @@ impl Writer {
             .name("sqlite-writer".into())
             .spawn(move || run(connection, receiver))
             .expect("spawning the SQLite writer thread");
-        Self { sender: RwLock::new(Some(sender)), thread: Mutex::new(Some(thread)) }
+        Self {
+            sender: RwLock::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+        }
     }
 
     /// Runs `work` in the next group transaction and returns its result once committed.
@@ -86,7 +89,11 @@ impl Writer {
         F: FnMut(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(TypedJob { work, result: None, reply });
+        let job: Box<dyn Job> = Box::new(TypedJob {
+            work,
+            result: None,
+            reply,
+        });
         {
             let sender = self.sender.read().unwrap_or_else(|e| e.into_inner());
             let sender = sender.as_ref().ok_or(StoreError::Closed)?;
@@ -97,7 +104,10 @@ impl Writer {
 
     /// Stops taking jobs, lets the thread commit what it has, and waits for it.
     pub(crate) fn close(&self) {
-        self.sender.write().unwrap_or_else(|e| e.into_inner()).take();
+        self.sender
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             let _ = thread.join();
@@ -135,7 +145,11 @@ fn run(connection: Connection, receiver: mpsc::Receiver<Box<dyn Job>>) {
 }
 
 fn execute(connection: &Connection, sql: &str) -> Result<(), StoreError> {
-    connection.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop).map_err(sql_error)
+    connection
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.execute([]))
+        .map(drop)
+        .map_err(sql_error)
 }
 
 /// Runs the whole group in one transaction. Returns false, with everything rolled back
@@ -154,7 +168,12 @@ fn commit_together(connection: &Connection, group: &mut Vec<Box<dyn Job>>) -> bo
         let _ = execute(connection, "ROLLBACK");
     }
     for job in group.drain(..) {
-        job.finish(committed.as_ref().map(|_| ()).map_err(|e| StoreError::Backend(e.to_string())));
+        job.finish(
+            committed
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| StoreError::Backend(e.to_string())),
+        );
     }
     true
 }
@@ -162,7 +181,9 @@ fn commit_together(connection: &Connection, group: &mut Vec<Box<dyn Job>>) -> bo
 fn commit_alone(connection: &Connection, mut job: Box<dyn Job>) {
     if let Err(error) = execute(connection, "BEGIN IMMEDIATE") {
         tracing::error!(%error, "could not begin a write transaction");
-        job.finish(Err(StoreError::Unavailable("could not begin a transaction".into())));
+        job.finish(Err(StoreError::Unavailable(
+            "could not begin a transaction".into(),
+        )));
         return;
     }
     let committed = if job.run(connection) {
@@ -188,13 +209,18 @@ mod tests {
     fn writer(dir: &tempfile::TempDir) -> (Arc<Writer>, std::path::PathBuf) {
         let path = dir.path().join("w.db");
         let connection = crate::open_connection(&path).unwrap();
-        connection.execute_batch("CREATE TABLE t (x INTEGER NOT NULL UNIQUE)").unwrap();
+        connection
+            .execute_batch("CREATE TABLE t (x INTEGER NOT NULL UNIQUE)")
+            .unwrap();
         (Arc::new(Writer::start(connection)), path)
     }
 
     fn insert(x: i64) -> impl FnMut(&Connection) -> Result<(), StoreError> + Send + 'static {
         move |connection| {
-            connection.execute("INSERT INTO t (x) VALUES (?1)", [x]).map(drop).map_err(sql_error)
+            connection
+                .execute("INSERT INTO t (x) VALUES (?1)", [x])
+                .map(drop)
+                .map_err(sql_error)
         }
     }
 
@@ -217,7 +243,9 @@ mod tests {
         }
         writer.close();
         let connection = Connection::open(path).unwrap();
-        let rows: i64 = connection.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)).unwrap();
+        let rows: i64 = connection
+            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+            .unwrap();
         assert_eq!(rows, 1 + 180, "every job that succeeded is committed");
     }
 
@@ -226,6 +254,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (writer, _) = writer(&dir);
         writer.close();
-        assert!(matches!(writer.write(insert(1)).await, Err(StoreError::Closed)));
+        assert!(matches!(
+            writer.write(insert(1)).await,
+            Err(StoreError::Closed)
+        ));
     }
 }

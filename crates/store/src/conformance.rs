@@ -20,6 +20,7 @@ macro_rules! conformance_tests {
             pending_events_come_oldest_first_and_leave_once_applied,
             journal_is_kept_per_object_in_order,
             ready_after_migration_and_closed_after_close,
+            every_kind_of_event_reads_back_as_it_was_written,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -254,4 +255,55 @@ pub async fn ready_after_migration_and_closed_after_close(store: Arc<dyn Store>)
     store.close().await.unwrap();
     let result = store.journal(vec![]).await;
     assert!(matches!(result, Err(StoreError::Closed)), "{result:?}");
+}
+
+pub async fn every_kind_of_event_reads_back_as_it_was_written(store: Arc<dyn Store>) {
+    let object = contact("7");
+    let base = property_event(&object, "k0", 10, "email", "ada@example.com");
+    let kinds = [
+        EventKind::Created,
+        EventKind::PropertyChange {
+            property: "lead_score".into(),
+            value: Value::Null,
+        },
+        EventKind::Deleted,
+        EventKind::Restored,
+        EventKind::Merged {
+            merged_ids: vec!["8".into(), "9".into()],
+            new_id: Some("7".into()),
+        },
+        EventKind::AssociationChange {
+            to: ObjectRef::new("hubspot", "company", "99"),
+            association_type: "CONTACT_TO_COMPANY".into(),
+            removed: true,
+        },
+    ];
+    let mut events = vec![base.clone()];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let mut event = base.clone();
+        event.id = EventId::new();
+        event.dedup_key = format!("k{}", i + 1);
+        event.kind = kind;
+        event.source_id = (i % 2 == 0).then(|| "userId:1".to_owned());
+        event.change_source = (i % 3 == 0).then(|| "API".to_owned());
+        events.push(event);
+    }
+    store.append_inbox(batch(events.clone())).await.unwrap();
+    let read: Vec<Event> = store
+        .received_events(&object)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(read, events);
+    let pending: Vec<Event> = store
+        .pending_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.event)
+        .collect();
+    assert_eq!(pending.len(), events.len());
+    assert!(pending.iter().all(|event| events.contains(event)));
 }
