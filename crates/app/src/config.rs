@@ -49,6 +49,78 @@ pub struct StoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct RulesConfig {
     pub dir: PathBuf,
+    /// IANA time zone calendar days are counted in (`rules.time_zone`).
+    pub time_zone: String,
+    /// `mon` ... `sun` (`rules.working_days`).
+    pub working_days: Vec<String>,
+    /// `YYYY-MM-DD` dates that are not business days (`rules.holidays`).
+    pub holidays: Vec<String>,
+}
+
+impl RulesConfig {
+    /// The calendar rules count durations and business days in; errors name the key.
+    pub fn calendar(&self) -> Result<followthrough_rules::Calendar, ConfigError> {
+        let working_days = self
+            .working_days
+            .iter()
+            .map(|day| {
+                weekday(day).ok_or_else(|| {
+                    invalid(
+                        "rules.working_days",
+                        format!("`{day}` is not a day: use mon, tue, wed, thu, fri, sat or sun"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let holidays = self
+            .holidays
+            .iter()
+            .map(|date| {
+                date.parse::<jiff::civil::Date>().map_err(|_| {
+                    invalid(
+                        "rules.holidays",
+                        format!("`{date}` is not a date like 2025-12-25"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        followthrough_rules::Calendar::new(&self.time_zone, working_days, holidays).map_err(
+            |error| match error {
+                followthrough_rules::CalendarError::TimeZone(_) => {
+                    invalid("rules.time_zone", error.to_string())
+                }
+                followthrough_rules::CalendarError::NoWorkingDays => {
+                    invalid("rules.working_days", error.to_string())
+                }
+            },
+        )
+    }
+}
+
+/// `mon` or `monday`, any case.
+fn weekday(text: &str) -> Option<jiff::civil::Weekday> {
+    use jiff::civil::Weekday::*;
+    let lower = text.trim().to_ascii_lowercase();
+    let day = match lower.get(..3)? {
+        "mon" => Monday,
+        "tue" => Tuesday,
+        "wed" => Wednesday,
+        "thu" => Thursday,
+        "fri" => Friday,
+        "sat" => Saturday,
+        "sun" => Sunday,
+        _ => return None,
+    };
+    let full = [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    (lower.len() == 3 || full.contains(&lower.as_str())).then_some(day)
 }
 
 #[derive(Debug, Clone, Deserialize)]

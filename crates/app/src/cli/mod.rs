@@ -1,10 +1,12 @@
 //! The command line: `followthrough <command>`. Data goes to stdout, diagnostics to
 //! stderr; exit 0 on success, 1 on failure, 2 on bad usage.
 
+mod replay;
+mod rules;
 mod serve;
 mod trace;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +54,40 @@ enum Command {
         json: bool,
         #[arg(long)]
         store: Option<String>,
+    },
+    /// Check every rule and test file in a folder; print each problem as
+    /// file:line:column: message; exit 1 if there is any.
+    Check {
+        /// Rules folder (default: rules.dir).
+        dir: Option<PathBuf>,
+        /// Print problems as JSON lines on stdout instead of text on stderr.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the rule tests (*.test.yaml) beside the rules; exit 1 on any failure.
+    Test {
+        /// Rules folder (default: rules.dir).
+        dir: Option<PathBuf>,
+    },
+    /// Run recorded events through the rules in event time and print, as JSON lines, the
+    /// actions they would have taken. Touches no store and calls no API.
+    Replay {
+        /// Required: replay only exists as a dry run.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rules folder (default: rules.dir).
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+        /// Owners for `owner.*` and `to: owner`: a JSON array of {id, email, name, teams}.
+        #[arg(long, value_name = "FILE")]
+        owners: Option<PathBuf>,
+        /// Let time run to this RFC 3339 time after the last event, firing due timers
+        /// (default: the last event's time).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Recorded events: per line, a HubSpot webhook body (JSON array) or one
+        /// canonical event (JSON object).
+        file: PathBuf,
     },
 }
 
@@ -104,5 +140,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &object,
             json,
         ),
+        Command::Check { dir, json } => {
+            let dir = rules_dir(cli.config.as_deref(), dir)?.0;
+            rules::check(&dir, json)
+        }
+        Command::Test { dir } => rules::test(&rules_dir(cli.config.as_deref(), dir)?.0),
+        Command::Replay {
+            dry_run,
+            rules,
+            owners,
+            until,
+            file,
+        } => {
+            if !dry_run {
+                eprintln!(
+                    "error: replay only exists as a dry run: pass --dry-run (it touches no store and calls no API)"
+                );
+                return Ok(ExitCode::from(2));
+            }
+            let until = until.as_deref().map(replay::parse_until).transpose()?;
+            let (rules, config) = rules_dir(cli.config.as_deref(), rules)?;
+            replay::run(replay::Options {
+                rules,
+                input: file,
+                owners,
+                until,
+                calendar: config.rules.calendar()?,
+            })
+        }
     }
+}
+
+/// The configuration the rule commands read (no `validate()`: they need neither a store
+/// nor a secret), and the rules folder: `dir` if given, else `rules.dir`.
+fn rules_dir(file: Option<&Path>, dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Config)> {
+    let config = Config::load(file, &Overrides::default())?;
+    let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
+    Ok((dir, config))
 }

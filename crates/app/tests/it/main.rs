@@ -4,4 +4,5 @@
 mod crash;
 mod helpers;
 mod ingest;
+mod rules_cli;
 mod state;
