@@ -25,6 +25,8 @@ pub struct Report {
     elapsed: Duration,
     latencies: Latencies,
     startup: Duration,
+    backlog_at_end: i64,
+    drain: Duration,
     idle_rss: u64,
     peak_rss: u64,
     cpu: Duration,
@@ -113,6 +115,18 @@ pub async fn run(
         .map(Server::cpu_time)
         .unwrap_or_default()
         .saturating_sub(cpu_before);
+    // The engine applies events behind ingest; how long it needs to catch up tells
+    // whether the ingest rate is one the whole pipeline can sustain.
+    let mut backlog_at_end = 0;
+    let mut drain = Duration::ZERO;
+    if let Some(server) = &server {
+        backlog_at_end = server.pending_events()?;
+        let draining = Instant::now();
+        while server.pending_events()? > 0 && draining.elapsed() < Duration::from_secs(120) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drain = draining.elapsed();
+    }
     let peak_rss = server.as_ref().map(Server::peak_rss).unwrap_or_default();
     if let Some(server) = server {
         server.stop()?;
@@ -123,6 +137,8 @@ pub async fn run(
         latencies: Latencies::new(samples),
         elapsed,
         startup,
+        backlog_at_end,
+        drain,
         idle_rss,
         peak_rss,
         cpu,
@@ -133,6 +149,13 @@ pub async fn run(
 impl Report {
     fn events_per_second(&self) -> f64 {
         (self.requests * self.options.batch as u64) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Events per second through the engine's apply step: everything accepted, over the
+    /// load time plus the time the engine needed to catch up.
+    fn applied_per_second(&self) -> f64 {
+        (self.requests * self.options.batch as u64) as f64
+            / (self.elapsed + self.drain).as_secs_f64()
     }
 
     pub fn table(&self) -> String {
@@ -163,6 +186,14 @@ impl Report {
             (
                 "latency p99.9",
                 format!("{:.2} ms", ms(self.latencies.percentile(99.9))),
+            ),
+            (
+                "not yet applied at the end",
+                format!("{} events", self.backlog_at_end),
+            ),
+            (
+                "applied, incl. catch-up",
+                format!("{:.0} events/s", self.applied_per_second()),
             ),
             (
                 "server CPU per 1k events",
@@ -201,6 +232,8 @@ impl Report {
             "p99_ms": ms(self.latencies.percentile(99.0)),
             "p999_ms": ms(self.latencies.percentile(99.9)),
             "cpu_s": self.cpu.as_secs_f64(),
+            "backlog_at_end": self.backlog_at_end,
+            "applied_per_s": self.applied_per_second(),
             "startup_ms": ms(self.startup),
             "idle_rss_bytes": self.idle_rss,
             "peak_rss_bytes": self.peak_rss,

@@ -72,6 +72,20 @@ impl Server {
         })
     }
 
+    /// Events accepted but not yet applied by the engine, read from the server's own
+    /// database file (read-only; WAL lets this run beside the server).
+    pub fn pending_events(&self) -> anyhow::Result<i64> {
+        let connection = rusqlite::Connection::open_with_flags(
+            self._dir.path().join("bench.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        Ok(connection.query_row(
+            "SELECT COUNT(*) FROM inbox WHERE applied_at IS NULL",
+            [],
+            |row| row.get(0),
+        )?)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
