@@ -79,11 +79,7 @@ impl Server {
             self._dir.path().join("bench.db"),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )?;
-        Ok(connection.query_row(
-            "SELECT COUNT(*) FROM inbox WHERE applied_at IS NULL",
-            [],
-            |row| row.get(0),
-        )?)
+        Ok(connection.query_row("SELECT COUNT(*) FROM inbox_pending", [], |row| row.get(0))?)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,5 +1,7 @@
 -- Inbox: every accepted event, canonical form with the sender's raw JSON inside.
 -- seq is arrival order; (source, dedup_key) makes a repeated delivery a no-op.
+-- Rows are never updated: what is pending and what was applied live in the two narrow
+-- tables below, so applying an event does not rewrite its (wide) inbox row.
 CREATE TABLE inbox (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     id           TEXT    NOT NULL,
@@ -11,11 +13,22 @@ CREATE TABLE inbox (
     received_at  INTEGER NOT NULL,
     request_id   TEXT,
     event_json   TEXT    NOT NULL,
-    applied_at   INTEGER,
     UNIQUE (source, dedup_key)
 );
-CREATE INDEX inbox_pending ON inbox (occurred_at, seq) WHERE applied_at IS NULL;
 CREATE INDEX inbox_object ON inbox (object, seq);
+
+-- Events not yet applied, in the order the engine takes them.
+CREATE TABLE inbox_pending (
+    occurred_at  INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    PRIMARY KEY (occurred_at, seq)
+) WITHOUT ROWID;
+
+-- When each event was applied.
+CREATE TABLE inbox_applied (
+    seq          INTEGER PRIMARY KEY,
+    applied_at   INTEGER NOT NULL
+);
 
 -- Objects followthrough has heard of, and their current properties.
 CREATE TABLE objects (

@@ -42,10 +42,11 @@ pub(crate) fn body_json(event: &Event) -> Result<String, StoreError> {
     .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// The columns selected by [`COLUMNS`], in that order, starting at `first`.
+/// The inbox columns [`from_row`] reads, in order; queries alias the inbox as `i`.
 pub(crate) const COLUMNS: &str =
-    "id, source, dedup_key, object, occurred_at, received_at, event_json";
+    "i.id, i.source, i.dedup_key, i.object, i.occurred_at, i.received_at, i.event_json";
 
+/// Reads the [`COLUMNS`], in that order, starting at column `first`.
 pub(crate) fn from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Result<Event, StoreError>> {
     let id: String = row.get(first)?;
     let source: String = row.get(first + 1)?;

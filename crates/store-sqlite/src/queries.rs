@@ -64,6 +64,9 @@ pub(crate) fn append_inbox(
              ON CONFLICT (source, dedup_key) DO NOTHING",
         )
         .map_err(sql_error)?;
+    let mut pending = connection
+        .prepare_cached("INSERT INTO inbox_pending (occurred_at, seq) VALUES (?1, ?2)")
+        .map_err(sql_error)?;
     let mut outcome = AppendOutcome::default();
     for row in rows {
         let inserted = insert
@@ -80,6 +83,9 @@ pub(crate) fn append_inbox(
             ])
             .map_err(sql_error)?;
         if inserted == 1 {
+            pending
+                .execute(params![row.occurred_at, connection.last_insert_rowid()])
+                .map_err(sql_error)?;
             outcome.inserted += 1;
         } else {
             outcome.duplicates += 1;
@@ -126,7 +132,8 @@ pub(crate) fn pending_events(
 ) -> Result<Vec<PendingEvent>, StoreError> {
     let mut statement = connection
         .prepare_cached(&format!(
-            "SELECT seq, {} FROM inbox WHERE applied_at IS NULL ORDER BY occurred_at, seq LIMIT ?1",
+            "SELECT p.seq, {} FROM inbox_pending p JOIN inbox i ON i.seq = p.seq
+             ORDER BY p.occurred_at, p.seq LIMIT ?1",
             event_row::COLUMNS
         ))
         .map_err(sql_error)?;
@@ -203,12 +210,21 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
         .applied_at
         .map(Timestamp::as_millis)
         .unwrap_or_default();
+    let mut unpend = connection
+        .prepare_cached(
+            "DELETE FROM inbox_pending
+             WHERE seq = ?1 AND occurred_at = (SELECT occurred_at FROM inbox WHERE seq = ?1)",
+        )
+        .map_err(sql_error)?;
     let mut mark_applied = connection
-        .prepare_cached("UPDATE inbox SET applied_at = ?1 WHERE seq = ?2 AND applied_at IS NULL")
+        .prepare_cached(
+            "INSERT INTO inbox_applied (seq, applied_at) VALUES (?1, ?2) ON CONFLICT (seq) DO NOTHING",
+        )
         .map_err(sql_error)?;
     for seq in &unit.applied {
+        unpend.execute([seq]).map_err(sql_error)?;
         mark_applied
-            .execute(params![applied_at, seq])
+            .execute(params![seq, applied_at])
             .map_err(sql_error)?;
     }
     Ok(())
@@ -352,7 +368,8 @@ pub(crate) fn received_events(
 ) -> Result<Vec<ReceivedEvent>, StoreError> {
     let mut statement = connection
         .prepare_cached(&format!(
-            "SELECT request_id, applied_at, {} FROM inbox WHERE object = ?1 ORDER BY seq",
+            "SELECT i.request_id, a.applied_at, {} FROM inbox i LEFT JOIN inbox_applied a ON a.seq = i.seq
+             WHERE i.object = ?1 ORDER BY i.seq",
             event_row::COLUMNS
         ))
         .map_err(sql_error)?;
