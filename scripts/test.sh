@@ -10,4 +10,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# Benchmarks are not run here (their figures live in BENCHMARKS.md), but they must
+# still compile, or the next person to measure finds them broken.
+cargo check --workspace --benches --quiet
+
 cargo nextest run --workspace --no-fail-fast "$@"

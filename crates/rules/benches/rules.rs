@@ -49,7 +49,7 @@ fn deal_event() -> Event {
         subscription: "deal.propertyChange".into(),
         change_source: None,
         source_id: None,
-        raw: json!(null),
+        raw: followthrough_core::RawJson::null(),
     }
 }
 

@@ -3,4 +3,5 @@
 //! does it answer 2xx.
 
 pub mod body;
+pub mod generic;
 pub mod hubspot;

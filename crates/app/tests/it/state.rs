@@ -107,3 +107,34 @@ async fn trace_prints_the_objects_properties_and_timeline() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("<source>:<type>:<id>"));
 }
+
+#[test]
+fn migrate_creates_the_schema_once_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fresh.db");
+    let migrate = || {
+        Command::new(env!("CARGO_BIN_EXE_followthrough"))
+            .args(["migrate", "--store", &format!("sqlite://{}", db.display())])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let output = migrate();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stderr).contains("schema at version 1"));
+    }
+    assert_eq!(
+        crate::helpers::count(&db, "SELECT COUNT(*) FROM schema_migrations"),
+        1
+    );
+    assert_eq!(
+        crate::helpers::count(&db, "SELECT COUNT(*) FROM inbox"),
+        0,
+        "tables exist"
+    );
+}
