@@ -313,6 +313,8 @@ impl Config {
         }
         let hubspot_secret = resolve_secret(&hubspot.client_secret, &hubspot.client_secret_file)
             .map_err(|message| invalid("sources.hubspot.client_secret_file", message))?;
+        // Checked here so `serve` refuses a bad calendar at start, not at the first wait.
+        self.rules.calendar()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("not a tracing filter: {e}")))?;
         Ok(Validated {
@@ -451,6 +453,19 @@ mod tests {
                 .validate()
                 .unwrap_err();
             assert!(error.to_string().contains("store.url"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_calendar_is_refused_at_validation() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FOLLOWTHROUGH__RULES__TIME_ZONE", "Mars/Olympus_Mons");
+            let error = load_in(jail, None, &Overrides::default())
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(error.to_string().contains("rules.time_zone"), "{error}");
             Ok(())
         });
     }
