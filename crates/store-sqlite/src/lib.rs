@@ -10,14 +10,15 @@ mod event_row;
 mod migrations;
 mod queries;
 mod readers;
+mod runs;
 mod writer;
 
 use std::path::{Path, PathBuf};
 
-use followthrough_core::ObjectRef;
+use followthrough_core::{ObjectRef, Timestamp};
 use followthrough_store::{
-    AppendOutcome, InboxBatch, JournalEntry, ObjectState, PendingEvent, PropertyHistoryEntry,
-    ReceivedEvent, Store, StoreError, UnitOfWork,
+    AppendOutcome, InboxBatch, JournalEntry, ObjectState, OutboxJob, PendingEvent,
+    PropertyHistoryEntry, ReceivedEvent, RunRecord, Store, StoreError, TimerRecord, UnitOfWork,
 };
 use rusqlite::Connection;
 
@@ -125,6 +126,30 @@ impl Store for SqliteStore {
     async fn apply(&self, unit: UnitOfWork) -> Result<(), StoreError> {
         self.writer
             .write(move |connection| queries::apply(connection, &unit))
+            .await
+    }
+
+    async fn active_runs(&self, rule_id: &str, key: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let (rule_id, key) = (rule_id.to_owned(), key.to_owned());
+        self.readers
+            .read(move |connection| runs::active_runs(connection, &rule_id, &key))
+            .await
+    }
+
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        self.readers
+            .read(move |connection| runs::due_timers(connection, now, limit))
+            .await
+    }
+
+    async fn outbox_for(&self, object: &ObjectRef) -> Result<Vec<OutboxJob>, StoreError> {
+        let object = object.clone();
+        self.readers
+            .read(move |connection| runs::outbox_for(connection, &object))
             .await
     }
 

@@ -7,11 +7,18 @@ use rusqlite::Connection;
 
 use crate::sql_error;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "inbox_objects_journal",
-    include_str!("../migrations/0001_inbox_objects_journal.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "inbox_objects_journal",
+        include_str!("../migrations/0001_inbox_objects_journal.sql"),
+    ),
+    (
+        2,
+        "runs_timers_outbox",
+        include_str!("../migrations/0002_runs_timers_outbox.sql"),
+    ),
+];
 
 /// The schema version this build expects.
 pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

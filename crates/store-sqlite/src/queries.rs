@@ -206,6 +206,7 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
     for entry in &unit.journal {
         insert_journal(connection, entry)?;
     }
+    crate::runs::apply(connection, unit)?;
     let applied_at = unit
         .applied_at
         .map(Timestamp::as_millis)

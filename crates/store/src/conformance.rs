@@ -4,10 +4,13 @@
 
 use std::sync::Arc;
 
-use followthrough_core::{Event, EventId, EventKind, ObjectRef, RawJson, Timestamp};
+use followthrough_core::{Event, EventId, EventKind, ObjectRef, RawJson, RunId, Timestamp};
 use serde_json::{Value, json};
 
-use crate::{InboxBatch, JournalEntry, JournalKind, PropertyWrite, Store, StoreError, UnitOfWork};
+use crate::{
+    InboxBatch, JournalEntry, JournalKind, OutboxJob, PropertyWrite, RunRecord, Store, StoreError,
+    TimerRecord, UnitOfWork,
+};
 
 /// Generates one `#[tokio::test]` per conformance check.
 #[macro_export]
@@ -21,6 +24,9 @@ macro_rules! conformance_tests {
             journal_is_kept_per_object_in_order,
             ready_after_migration_and_closed_after_close,
             every_kind_of_event_reads_back_as_it_was_written,
+            outbox_jobs_are_queued_once_per_idempotency_key,
+            one_active_run_per_rule_and_key_unless_parallel,
+            timers_come_due_oldest_first_and_can_be_cancelled,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -306,4 +312,164 @@ pub async fn every_kind_of_event_reads_back_as_it_was_written(store: Arc<dyn Sto
         .collect();
     assert_eq!(pending.len(), events.len());
     assert!(pending.iter().all(|event| events.contains(event)));
+}
+
+fn run(rule: &str, key: &str, status: &str, parallel: bool) -> RunRecord {
+    RunRecord {
+        run_id: RunId::new(),
+        rule_id: rule.into(),
+        rule_version: "v1".into(),
+        key: key.into(),
+        object: contact(key),
+        status: status.into(),
+        parallel,
+        reason: None,
+        state: json!({ "cursor": "steps[0]" }),
+        created_at: Timestamp(1),
+        updated_at: Timestamp(1),
+    }
+}
+
+fn job(key: &str, run_id: &RunId, object: &ObjectRef, subject: &str) -> OutboxJob {
+    OutboxJob {
+        idempotency_key: key.into(),
+        run_id: run_id.clone(),
+        action: "create_task".into(),
+        object: object.clone(),
+        params: json!({ "subject": subject }),
+        created_at: Timestamp(5),
+        next_at: Timestamp(5),
+    }
+}
+
+pub async fn outbox_jobs_are_queued_once_per_idempotency_key(store: Arc<dyn Store>) {
+    let run = run("new-sql-gets-a-call", "20", "completed", false);
+    let object = run.object.clone();
+    let key = format!("{}:steps[0]", run.run_id);
+    let first = UnitOfWork {
+        runs: vec![run.clone()],
+        outbox: vec![job(&key, &run.run_id, &object, "Call")],
+        ..UnitOfWork::default()
+    };
+    store.apply(first).await.unwrap();
+    // The same decision again (a replay after a crash, say) queues nothing new.
+    let again = UnitOfWork {
+        outbox: vec![job(&key, &run.run_id, &object, "Call again")],
+        ..UnitOfWork::default()
+    };
+    store.apply(again).await.unwrap();
+    let queued = store.outbox_for(&object).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        queued[0].params["subject"], "Call",
+        "the first queued job is kept"
+    );
+}
+
+pub async fn one_active_run_per_rule_and_key_unless_parallel(store: Arc<dyn Store>) {
+    let first = run("lead-gone-cold", "21", "waiting", false);
+    store
+        .apply(UnitOfWork {
+            runs: vec![first.clone()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+
+    // A second active run for the same key fails, and nothing of its unit is kept.
+    let second = run("lead-gone-cold", "21", "waiting", false);
+    let object = second.object.clone();
+    let unit = UnitOfWork {
+        runs: vec![second.clone()],
+        outbox: vec![job("k-second", &second.run_id, &object, "x")],
+        ..UnitOfWork::default()
+    };
+    let result = store.apply(unit).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    assert!(
+        store.outbox_for(&object).await.unwrap().is_empty(),
+        "the failed unit left nothing"
+    );
+    assert_eq!(
+        store.active_runs("lead-gone-cold", "21").await.unwrap(),
+        vec![first.clone()]
+    );
+
+    // Once the first is over, a new run may start; other keys and parallel rules are free.
+    let finished = RunRecord {
+        status: "cancelled".into(),
+        reason: Some("restarted".into()),
+        ..first
+    };
+    store
+        .apply(UnitOfWork {
+            runs: vec![finished, second.clone()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.active_runs("lead-gone-cold", "21").await.unwrap(),
+        vec![second]
+    );
+    let parallel = vec![
+        run("digest", "21", "waiting", true),
+        run("digest", "21", "waiting", true),
+    ];
+    store
+        .apply(UnitOfWork {
+            runs: parallel,
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.active_runs("digest", "21").await.unwrap().len(), 2);
+}
+
+pub async fn timers_come_due_oldest_first_and_can_be_cancelled(store: Arc<dyn Store>) {
+    let run_id = RunId::new();
+    let timer = |due: i64, kind: &str| TimerRecord {
+        run_id: run_id.clone(),
+        due_at: Timestamp(due),
+        kind: kind.into(),
+    };
+    let unit = UnitOfWork {
+        timers_scheduled: vec![
+            timer(300, "wait"),
+            timer(100, "wait"),
+            timer(200, "wait_for_timeout"),
+            timer(900, "wait"),
+        ],
+        ..UnitOfWork::default()
+    };
+    store.apply(unit).await.unwrap();
+    let due: Vec<i64> = store
+        .due_timers(Timestamp(300), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.due_at.as_millis())
+        .collect();
+    assert_eq!(due, vec![100, 200, 300]);
+    assert_eq!(
+        store.due_timers(Timestamp(300), 2).await.unwrap().len(),
+        2,
+        "limit is honoured"
+    );
+
+    store
+        .apply(UnitOfWork {
+            timers_cancelled: vec![timer(200, "wait_for_timeout")],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+    let due: Vec<i64> = store
+        .due_timers(Timestamp(1_000), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.due_at.as_millis())
+        .collect();
+    assert_eq!(due, vec![100, 300, 900]);
 }

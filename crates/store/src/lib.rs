@@ -14,7 +14,8 @@ mod store;
 pub mod conformance;
 
 pub use model::{
-    AppendOutcome, InboxBatch, JournalEntry, JournalKind, ObjectMark, ObjectState, PendingEvent,
-    PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, UnitOfWork,
+    AppendOutcome, InboxBatch, JournalEntry, JournalKind, ObjectMark, ObjectState, OutboxJob,
+    PendingEvent, PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, RunRecord,
+    TimerRecord, UnitOfWork,
 };
 pub use store::{Store, StoreError};

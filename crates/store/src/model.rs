@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use followthrough_core::{Event, EventId, ObjectRef, Timestamp};
+use followthrough_core::{Event, EventId, ObjectRef, RunId, Timestamp};
 use serde_json::Value;
 
 /// One webhook request's events, to be appended to the inbox in one transaction.
@@ -124,6 +124,13 @@ pub struct UnitOfWork {
     pub marks: Vec<ObjectMark>,
     pub property_writes: Vec<PropertyWrite>,
     pub journal: Vec<JournalEntry>,
+    /// Runs created or changed, written whole (insert or replace by run id).
+    pub runs: Vec<RunRecord>,
+    /// Timers to remove, then timers to add.
+    pub timers_cancelled: Vec<TimerRecord>,
+    pub timers_scheduled: Vec<TimerRecord>,
+    /// Actions to queue; one whose idempotency key is already queued is skipped.
+    pub outbox: Vec<OutboxJob>,
 }
 
 /// A property's current value and where it came from.
@@ -161,4 +168,51 @@ pub struct PropertyHistoryEntry {
     pub value: Value,
     pub occurred_at: Timestamp,
     pub event_id: EventId,
+}
+
+/// A rule run as the store keeps it. `state` is the rules crate's `RunState`, opaque here.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    pub rule_id: String,
+    pub rule_version: String,
+    pub key: String,
+    pub object: ObjectRef,
+    /// `new`, `running` and `waiting` are active; `completed`, `failed`, `cancelled` are not.
+    pub status: String,
+    /// A parallel rule may have several active runs for one key.
+    pub parallel: bool,
+    pub reason: Option<String>,
+    pub state: Value,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl RunRecord {
+    pub fn is_active(&self) -> bool {
+        matches!(self.status.as_str(), "new" | "running" | "waiting")
+    }
+}
+
+/// A pending wake-up of a run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TimerRecord {
+    pub run_id: RunId,
+    pub due_at: Timestamp,
+    /// `wait`, `wait_for_timeout`, ...
+    pub kind: String,
+}
+
+/// An action a run decided, to be performed once by a connector.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OutboxJob {
+    /// Run id + step: the same decision can never be queued twice.
+    pub idempotency_key: String,
+    pub run_id: RunId,
+    pub action: String,
+    pub object: ObjectRef,
+    pub params: Value,
+    pub created_at: Timestamp,
+    /// Not to be attempted before this time.
+    pub next_at: Timestamp,
 }

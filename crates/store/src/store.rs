@@ -1,10 +1,10 @@
 //! The [`Store`] trait and its contract.
 
-use followthrough_core::ObjectRef;
+use followthrough_core::{ObjectRef, Timestamp};
 
 use crate::model::{
-    AppendOutcome, InboxBatch, JournalEntry, ObjectState, PendingEvent, PropertyHistoryEntry,
-    ReceivedEvent, UnitOfWork,
+    AppendOutcome, InboxBatch, JournalEntry, ObjectState, OutboxJob, PendingEvent,
+    PropertyHistoryEntry, ReceivedEvent, RunRecord, TimerRecord, UnitOfWork,
 };
 
 /// Why a store call failed. Callers at the HTTP edge answer these as an opaque 500 and
@@ -21,6 +21,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store backend error: {0}")]
     Backend(String),
+    #[error("conflicting write: {0}")]
+    Conflict(String),
 }
 
 /// Everything followthrough persists.
@@ -43,6 +45,11 @@ pub enum StoreError {
 ///   newest value current and the full history in occurrence order.
 /// - **Pending order.** [`Store::pending_events`] returns unapplied events ordered by
 ///   `occurred_at`, then by arrival.
+/// - **One active run per key.** A unit that would leave two active, non-parallel runs
+///   of one rule for one key fails as a whole ([`StoreError::Conflict`]); the backend
+///   enforces it with a unique constraint.
+/// - **Each action once.** [`Store::apply`] skips an outbox job whose idempotency key is
+///   already queued (it is not an error: a replayed decision is a no-op).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Appends one webhook's events to the inbox and journals the request, in one
@@ -58,6 +65,19 @@ pub trait Store: Send + Sync + 'static {
     /// Commits the effects of applying events: property writes, object marks, journal
     /// entries, and marks the events applied. All or nothing.
     async fn apply(&self, unit: UnitOfWork) -> Result<(), StoreError>;
+
+    /// Active runs (`new`, `running`, `waiting`) of a rule for a key.
+    async fn active_runs(&self, rule_id: &str, key: &str) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Timers due at or before `now`, oldest first.
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError>;
+
+    /// Queued outbox jobs about an object, in queue order.
+    async fn outbox_for(&self, object: &ObjectRef) -> Result<Vec<OutboxJob>, StoreError>;
 
     /// The object's current state, or `None` if no event about it was ever applied.
     async fn object(&self, object: &ObjectRef) -> Result<Option<ObjectState>, StoreError>;

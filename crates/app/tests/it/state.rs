@@ -126,11 +126,12 @@ fn migrate_creates_the_schema_once_and_is_idempotent() {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(String::from_utf8_lossy(&output.stderr).contains("schema at version 1"));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("schema at version 2"));
     }
     assert_eq!(
         crate::helpers::count(&db, "SELECT COUNT(*) FROM schema_migrations"),
-        1
+        2,
+        "each migration applied once"
     );
     assert_eq!(
         crate::helpers::count(&db, "SELECT COUNT(*) FROM inbox"),

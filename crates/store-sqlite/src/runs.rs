@@ -1,0 +1,214 @@
+//! The SQL for runs, timers and the outbox: the engine's durable state.
+
+use followthrough_core::{ObjectRef, RunId, Timestamp};
+use followthrough_store::{OutboxJob, RunRecord, StoreError, TimerRecord, UnitOfWork};
+use rusqlite::{Connection, Row, params};
+
+use crate::sql_error;
+
+/// Writes the engine's part of a unit: runs, then timer changes, then outbox jobs.
+pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), StoreError> {
+    let mut upsert = connection
+        .prepare_cached(
+            "INSERT INTO runs (run_id, rule_id, rule_version, run_key, object, status, parallel,
+                               reason, state_json, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (run_id) DO UPDATE SET
+                 status = excluded.status, reason = excluded.reason,
+                 state_json = excluded.state_json, updated_at = excluded.updated_at",
+        )
+        .map_err(sql_error)?;
+    for run in &unit.runs {
+        upsert
+            .execute(params![
+                run.run_id.as_str(),
+                run.rule_id,
+                run.rule_version,
+                run.key,
+                run.object.to_string(),
+                run.status,
+                run.parallel,
+                run.reason,
+                run.state.to_string(),
+                run.created_at.as_millis(),
+                run.updated_at.as_millis(),
+            ])
+            .map_err(|error| match error {
+                rusqlite::Error::SqliteFailure(e, _)
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::Conflict(format!(
+                        "rule {} already has an active run for key {}",
+                        run.rule_id, run.key
+                    ))
+                }
+                other => sql_error(other),
+            })?;
+    }
+    let mut cancel = connection
+        .prepare_cached("DELETE FROM timers WHERE run_id = ?1 AND due_at = ?2 AND kind = ?3")
+        .map_err(sql_error)?;
+    for timer in &unit.timers_cancelled {
+        cancel
+            .execute(params![
+                timer.run_id.as_str(),
+                timer.due_at.as_millis(),
+                timer.kind
+            ])
+            .map_err(sql_error)?;
+    }
+    let mut schedule = connection
+        .prepare_cached(
+            "INSERT INTO timers (run_id, due_at, kind) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )
+        .map_err(sql_error)?;
+    for timer in &unit.timers_scheduled {
+        schedule
+            .execute(params![
+                timer.run_id.as_str(),
+                timer.due_at.as_millis(),
+                timer.kind
+            ])
+            .map_err(sql_error)?;
+    }
+    let mut queue = connection
+        .prepare_cached(
+            "INSERT INTO outbox (idempotency_key, run_id, action, object, params_json, created_at, next_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .map_err(sql_error)?;
+    for job in &unit.outbox {
+        queue
+            .execute(params![
+                job.idempotency_key,
+                job.run_id.as_str(),
+                job.action,
+                job.object.to_string(),
+                job.params.to_string(),
+                job.created_at.as_millis(),
+                job.next_at.as_millis(),
+            ])
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn active_runs(
+    connection: &Connection,
+    rule_id: &str,
+    key: &str,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT run_id, rule_id, rule_version, run_key, object, status, parallel, reason,
+                    state_json, created_at, updated_at
+             FROM runs WHERE rule_id = ?1 AND run_key = ?2 AND status IN ('new', 'running', 'waiting')
+             ORDER BY created_at, run_id",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map(params![rule_id, key], run_row)
+        .map_err(sql_error)?;
+    rows.map(|row| row.map_err(sql_error)?).collect()
+}
+
+fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord, StoreError>> {
+    let run_id: String = row.get(0)?;
+    let object: String = row.get(4)?;
+    let state: String = row.get(8)?;
+    let (rule_id, rule_version, key, status): (String, String, String, String) =
+        (row.get(1)?, row.get(2)?, row.get(3)?, row.get(5)?);
+    let (parallel, reason, created_at, updated_at): (bool, Option<String>, i64, i64) =
+        (row.get(6)?, row.get(7)?, row.get(9)?, row.get(10)?);
+    Ok((|| {
+        Ok(RunRecord {
+            run_id: RunId::parse(&run_id)
+                .ok_or_else(|| StoreError::Corrupt(format!("run id {run_id}")))?,
+            rule_id,
+            rule_version,
+            key,
+            object: object
+                .parse::<ObjectRef>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            status,
+            parallel,
+            reason,
+            state: serde_json::from_str(&state)
+                .map_err(|e| StoreError::Corrupt(format!("run state: {e}")))?,
+            created_at: Timestamp(created_at),
+            updated_at: Timestamp(updated_at),
+        })
+    })())
+}
+
+pub(crate) fn due_timers(
+    connection: &Connection,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<TimerRecord>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT run_id, due_at, kind FROM timers WHERE due_at <= ?1 ORDER BY due_at, run_id LIMIT ?2",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map(params![now.as_millis(), limit as i64], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(sql_error)?;
+    rows.map(|row| {
+        let (run_id, due_at, kind) = row.map_err(sql_error)?;
+        Ok(TimerRecord {
+            run_id: RunId::parse(&run_id)
+                .ok_or_else(|| StoreError::Corrupt(format!("run id {run_id}")))?,
+            due_at: Timestamp(due_at),
+            kind,
+        })
+    })
+    .collect()
+}
+
+pub(crate) fn outbox_for(
+    connection: &Connection,
+    object: &ObjectRef,
+) -> Result<Vec<OutboxJob>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT idempotency_key, run_id, action, params_json, created_at, next_at
+             FROM outbox WHERE object = ?1 ORDER BY seq",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map([object.to_string()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, i64>(5)?,
+            ))
+        })
+        .map_err(sql_error)?;
+    rows.map(|row| {
+        let (idempotency_key, run_id, action, params, created_at, next_at) =
+            row.map_err(sql_error)?;
+        Ok(OutboxJob {
+            idempotency_key,
+            run_id: RunId::parse(&run_id)
+                .ok_or_else(|| StoreError::Corrupt(format!("run id {run_id}")))?,
+            action,
+            object: object.clone(),
+            params: serde_json::from_str(&params)
+                .map_err(|e| StoreError::Corrupt(format!("outbox params: {e}")))?,
+            created_at: Timestamp(created_at),
+            next_at: Timestamp(next_at),
+        })
+    })
+    .collect()
+}
