@@ -123,8 +123,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord, StoreError>> {
         (row.get(6)?, row.get(7)?, row.get(9)?, row.get(10)?);
     Ok((|| {
         Ok(RunRecord {
-            run_id: RunId::parse(&run_id)
-                .ok_or_else(|| StoreError::Corrupt(format!("run id {run_id}")))?,
+            run_id: parse_run_id(&run_id)?,
             rule_id,
             rule_version,
             key,
@@ -164,8 +163,7 @@ pub(crate) fn due_timers(
     rows.map(|row| {
         let (run_id, due_at, kind) = row.map_err(sql_error)?;
         Ok(TimerRecord {
-            run_id: RunId::parse(&run_id)
-                .ok_or_else(|| StoreError::Corrupt(format!("run id {run_id}")))?,
+            run_id: parse_run_id(&run_id)?,
             due_at: Timestamp(due_at),
             kind,
         })
@@ -200,8 +198,7 @@ pub(crate) fn outbox_for(
             row.map_err(sql_error)?;
         Ok(OutboxJob {
             idempotency_key,
-            run_id: RunId::parse(&run_id)
-                .ok_or_else(|| StoreError::Corrupt(format!("run id {run_id}")))?,
+            run_id: parse_run_id(&run_id)?,
             action,
             object: object.clone(),
             params: serde_json::from_str(&params)
@@ -211,4 +208,8 @@ pub(crate) fn outbox_for(
         })
     })
     .collect()
+}
+
+fn parse_run_id(text: &str) -> Result<RunId, StoreError> {
+    RunId::parse(text).ok_or_else(|| StoreError::Corrupt(format!("run id {text}")))
 }
