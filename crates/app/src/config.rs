@@ -36,6 +36,7 @@ pub struct ServerConfig {
     pub public_url: String,
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
+    pub header_read_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
 }
 
@@ -282,6 +283,12 @@ impl Config {
             return Err(invalid(
                 "server.max_body_bytes",
                 "must be between 1024 and 67108864",
+            ));
+        }
+        if self.server.header_read_timeout_ms == 0 {
+            return Err(invalid(
+                "server.header_read_timeout_ms",
+                "must be more than 0",
             ));
         }
         if self.server.request_timeout_ms == 0 {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod ingest;
 pub mod journal;
+pub mod listener;
 pub mod server;
 pub mod telemetry;
 pub mod trace;

@@ -25,6 +25,7 @@ use crate::config::Validated;
 use crate::engine::Applier;
 use crate::ingest;
 use crate::ingest::hubspot::signature::SignaturePolicy;
+use crate::listener;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -160,22 +161,25 @@ pub async fn spawn(
         Duration::from_millis(config.config.server.request_timeout_ms),
     );
     let grace = Duration::from_millis(config.config.server.shutdown_grace_ms);
+    let header_read_timeout_ms = config.config.server.header_read_timeout_ms;
     let token = shutdown.clone();
     let handle = tokio::spawn(async move {
         tracing::info!(%addr, "followthrough listening");
-        let serve = axum::serve(listener, app).with_graceful_shutdown({
-            let token = token.clone();
-            async move { token.cancelled().await }
-        });
-        let serve = tokio::spawn(async move { serve.await });
+        let header_timeout = Duration::from_millis(header_read_timeout_ms);
+        let serving = tokio::spawn(listener::serve(
+            listener,
+            app,
+            header_timeout,
+            token.clone(),
+            grace,
+        ));
         token.cancelled().await;
         tracing::info!("shutting down: finishing in-flight requests");
-        match tokio::time::timeout(grace, serve).await {
-            Ok(result) => result??,
-            Err(_) => tracing::warn!(
+        if !serving.await? {
+            tracing::warn!(
                 grace_ms = grace.as_millis() as u64,
                 "in-flight requests did not finish in time"
-            ),
+            );
         }
         engine_stop.cancel();
         let _ = engine.await;

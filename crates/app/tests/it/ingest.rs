@@ -217,3 +217,28 @@ async fn without_a_configured_secret_every_webhook_is_refused() {
     assert_eq!(app.count("SELECT COUNT(*) FROM inbox"), 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with("[server]\nheader_read_timeout_ms = 300\n").await;
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    // Headers started but never ended, as a slow-loris client does.
+    stream
+        .write_all(b"POST /webhooks/hubspot HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("the server must close the connection, not wait forever");
+    match read {
+        Ok(n) => {
+            let answer = String::from_utf8_lossy(&buffer[..n]);
+            assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+        }
+        Err(_) => {} // reset by the server: also a disconnect
+    }
+    app.stop().await;
+}
