@@ -1,6 +1,6 @@
 //! The one error type at the HTTP edge. A client always gets JSON,
 //! `{"error": {"code": "...", "message": "..."}}`, that says what was wrong with *its*
-//! request; internal failures are logged here and answered opaquely.
+//! request; internal failures are logged here and answered opaquely (`unavailable`).
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -20,16 +20,6 @@ impl ApiError {
             code,
             message: message.into(),
         }
-    }
-
-    /// A failure of ours. The detail is logged, never sent.
-    pub fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the server log",
-        )
     }
 
     /// The store could not commit: the sender must retry, so this is a 503.

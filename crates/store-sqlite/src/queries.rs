@@ -300,28 +300,19 @@ pub(crate) fn object(
             "SELECT name, value_json, occurred_at, event_id FROM object_properties WHERE object = ?1",
         )
         .map_err(sql_error)?;
-    let rows = statement
-        .query_map([&name], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, String>(3)?,
-            ))
+    let properties = statement
+        .query_map([&name], property_row)
+        .map_err(sql_error)?
+        .map(|row| {
+            let entry = row.map_err(sql_error)??;
+            let state = PropertyState {
+                value: entry.value,
+                occurred_at: entry.occurred_at,
+                event_id: entry.event_id,
+            };
+            Ok((entry.name, state))
         })
-        .map_err(sql_error)?;
-    let mut properties = BTreeMap::new();
-    for row in rows {
-        let (property, value, occurred_at, event_id) = row.map_err(sql_error)?;
-        properties.insert(
-            property,
-            PropertyState {
-                value: parse_value(&value)?,
-                occurred_at: Timestamp(occurred_at),
-                event_id: parse_event_id(&event_id)?,
-            },
-        );
-    }
+        .collect::<Result<BTreeMap<_, _>, StoreError>>()?;
     Ok(Some(ObjectState {
         object: object.clone(),
         properties,
@@ -342,25 +333,9 @@ pub(crate) fn property_history(
         )
         .map_err(sql_error)?;
     let rows = statement
-        .query_map([object.to_string()], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, String>(3)?,
-            ))
-        })
+        .query_map([object.to_string()], property_row)
         .map_err(sql_error)?;
-    rows.map(|row| {
-        let (name, value, occurred_at, event_id) = row.map_err(sql_error)?;
-        Ok(PropertyHistoryEntry {
-            name,
-            value: parse_value(&value)?,
-            occurred_at: Timestamp(occurred_at),
-            event_id: parse_event_id(&event_id)?,
-        })
-    })
-    .collect()
+    rows.map(|row| row.map_err(sql_error)?).collect()
 }
 
 pub(crate) fn received_events(
@@ -444,6 +419,21 @@ fn journal_row(row: &Row<'_>) -> rusqlite::Result<Result<JournalEntry, StoreErro
                 .ok_or_else(|| StoreError::Corrupt(format!("journal kind {kind}")))?,
             summary,
             detail: parse_value(&detail)?,
+        })
+    })())
+}
+
+/// One `(name, value_json, occurred_at, event_id)` row of `object_properties` or
+/// `property_history`.
+fn property_row(row: &Row<'_>) -> rusqlite::Result<Result<PropertyHistoryEntry, StoreError>> {
+    let (name, value, occurred_at, event_id): (String, String, i64, String) =
+        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+    Ok((|| {
+        Ok(PropertyHistoryEntry {
+            name,
+            value: parse_value(&value)?,
+            occurred_at: Timestamp(occurred_at),
+            event_id: parse_event_id(&event_id)?,
         })
     })())
 }
