@@ -1,0 +1,1 @@
+//! HubSpot's CRM API (read side). To be written: see `CrmReader`.
