@@ -22,6 +22,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub rules: RulesConfig,
+    pub engine: EngineConfig,
     pub sources: SourcesConfig,
     pub connectors: ConnectorsConfig,
     pub api: ApiConfig,
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     pub header_read_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
+    /// Where `serve` writes its process id, for `followthrough reload` (empty: nowhere).
+    pub pid_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +125,22 @@ fn weekday(text: &str) -> Option<jiff::civil::Weekday> {
         "sunday",
     ];
     (lower.len() == 3 || full.contains(&lower.as_str())).then_some(day)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Most inbox events (and due timers) applied in one transaction.
+    pub batch_size: usize,
+    /// A timer that came due longer ago than this (the service was down) is skipped and
+    /// journaled instead of fired.
+    pub timer_catch_up_limit_ms: u64,
+    /// Owners and associations older than this are fetched again before a rule reads them.
+    pub context_max_age_ms: u64,
+    /// How long an event whose context could not be fetched waits before it is retried.
+    pub fetch_retry_ms: u64,
+    /// Longest one context fetch may take.
+    pub fetch_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -290,6 +309,12 @@ impl Config {
                 "server.header_read_timeout_ms",
                 "must be more than 0",
             ));
+        }
+        if !(1..=50_000).contains(&self.engine.batch_size) {
+            return Err(invalid("engine.batch_size", "must be between 1 and 50000"));
+        }
+        if self.engine.fetch_timeout_ms == 0 {
+            return Err(invalid("engine.fetch_timeout_ms", "must be more than 0"));
         }
         if self.server.request_timeout_ms == 0 {
             return Err(invalid("server.request_timeout_ms", "must be more than 0"));
