@@ -6,6 +6,7 @@
 //! survive power loss, which is what a webhook's 2xx promises.
 
 mod checkpointer;
+mod context;
 mod event_row;
 mod migrations;
 mod queries;
@@ -15,10 +16,11 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
-use followthrough_core::{ObjectRef, Timestamp};
+use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
-    AppendOutcome, InboxBatch, JournalEntry, ObjectState, OutboxJob, PendingEvent,
-    PropertyHistoryEntry, ReceivedEvent, RunRecord, Store, StoreError, TimerRecord, UnitOfWork,
+    AppendOutcome, CachedOwner, InboxBatch, JournalEntry, ObjectState, ObjectsView, OutboxJob,
+    PendingEvent, PropertyHistoryEntry, ReceivedEvent, RunRecord, Store, StoreError, TimerRecord,
+    UnitOfWork,
 };
 use rusqlite::Connection;
 
@@ -117,10 +119,70 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError> {
+    async fn pending_events(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, StoreError> {
         self.readers
-            .read(move |connection| queries::pending_events(connection, limit))
+            .read(move |connection| queries::pending_events(connection, now, limit))
             .await
+    }
+
+    async fn pending_count(&self) -> Result<u64, StoreError> {
+        self.readers.read(context::pending_count).await
+    }
+
+    async fn load_objects(&self, objects: &[ObjectRef]) -> Result<ObjectsView, StoreError> {
+        let objects = objects.to_vec();
+        self.readers
+            .read(move |connection| context::load_objects(connection, &objects))
+            .await
+    }
+
+    async fn runs(&self, ids: &[RunId]) -> Result<Vec<RunRecord>, StoreError> {
+        let ids = ids.to_vec();
+        self.readers
+            .read(move |connection| context::runs(connection, &ids))
+            .await
+    }
+
+    async fn runs_for(&self, object: &ObjectRef) -> Result<Vec<RunRecord>, StoreError> {
+        let object = object.to_string();
+        self.readers
+            .read(move |connection| context::runs_where(connection, "object = ?1", &object))
+            .await
+    }
+
+    async fn active_runs_of_rule(&self, rule_id: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let rule_id = rule_id.to_owned();
+        self.readers
+            .read(move |connection| {
+                context::runs_where(
+                    connection,
+                    "rule_id = ?1 AND status IN ('new', 'running', 'waiting')",
+                    &rule_id,
+                )
+            })
+            .await
+    }
+
+    async fn owners(&self, ids: &[String]) -> Result<Vec<CachedOwner>, StoreError> {
+        let ids = ids.to_vec();
+        self.readers
+            .read(move |connection| context::owners(connection, &ids))
+            .await
+    }
+
+    async fn timers_for(&self, object: &ObjectRef) -> Result<Vec<TimerRecord>, StoreError> {
+        let object = object.clone();
+        self.readers
+            .read(move |connection| context::timers_for(connection, &object))
+            .await
+    }
+
+    async fn next_timer_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.readers.read(context::next_timer_at).await
     }
 
     async fn apply(&self, unit: UnitOfWork) -> Result<(), StoreError> {

@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "runs_timers_outbox",
         include_str!("../migrations/0002_runs_timers_outbox.sql"),
     ),
+    (
+        3,
+        "context_and_deferrals",
+        include_str!("../migrations/0003_context_and_deferrals.sql"),
+    ),
 ];
 
 /// The schema version this build expects.

@@ -128,23 +128,37 @@ pub(crate) fn insert_journal(
 
 pub(crate) fn pending_events(
     connection: &Connection,
+    now: Timestamp,
     limit: usize,
 ) -> Result<Vec<PendingEvent>, StoreError> {
+    // An object with an event deferred past `now` is skipped whole: its later events
+    // must not overtake the one that waits.
     let mut statement = connection
         .prepare_cached(&format!(
-            "SELECT p.seq, {} FROM inbox_pending p JOIN inbox i ON i.seq = p.seq
-             ORDER BY p.occurred_at, p.seq LIMIT ?1",
+            "SELECT p.seq, COALESCE(d.deferrals, 0), {} FROM inbox_pending p
+             JOIN inbox i ON i.seq = p.seq
+             LEFT JOIN inbox_deferred d ON d.seq = p.seq
+             WHERE NOT EXISTS (SELECT 1 FROM inbox_deferred w WHERE w.object = i.object AND w.not_before > ?1)
+             ORDER BY p.occurred_at, p.seq LIMIT ?2",
             event_row::COLUMNS
         ))
         .map_err(sql_error)?;
     let rows = statement
-        .query_map([limit as i64], |row| {
-            Ok((row.get::<_, i64>(0)?, event_row::from_row(row, 1)?))
+        .query_map(params![now.as_millis(), limit as i64], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, u32>(1)?,
+                event_row::from_row(row, 2)?,
+            ))
         })
         .map_err(sql_error)?;
     rows.map(|row| {
-        let (seq, event) = row.map_err(sql_error)?;
-        Ok(PendingEvent { seq, event: event? })
+        let (seq, deferrals, event) = row.map_err(sql_error)?;
+        Ok(PendingEvent {
+            seq,
+            event: event?,
+            deferrals,
+        })
     })
     .collect()
 }
@@ -207,6 +221,8 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
         insert_journal(connection, entry)?;
     }
     crate::runs::apply(connection, unit)?;
+    crate::context::apply(connection, unit)?;
+    crate::context::clear_deferrals(connection, &unit.applied)?;
     let applied_at = unit
         .applied_at
         .map(Timestamp::as_millis)

@@ -100,12 +100,11 @@ pub(crate) fn active_runs(
     key: &str,
 ) -> Result<Vec<RunRecord>, StoreError> {
     let mut statement = connection
-        .prepare_cached(
-            "SELECT run_id, rule_id, rule_version, run_key, object, status, parallel, reason,
-                    state_json, created_at, updated_at
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS}
              FROM runs WHERE rule_id = ?1 AND run_key = ?2 AND status IN ('new', 'running', 'waiting')
-             ORDER BY created_at, run_id",
-        )
+             ORDER BY created_at, run_id"
+        ))
         .map_err(sql_error)?;
     let rows = statement
         .query_map(params![rule_id, key], run_row)
@@ -113,7 +112,10 @@ pub(crate) fn active_runs(
     rows.map(|row| row.map_err(sql_error)?).collect()
 }
 
-fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord, StoreError>> {
+/// The columns [`run_row`] reads, in its order.
+pub(crate) const RUN_COLUMNS: &str = "run_id, rule_id, rule_version, run_key, object, status, parallel, reason, state_json, created_at, updated_at";
+
+pub(crate) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord, StoreError>> {
     let run_id: String = row.get(0)?;
     let object: String = row.get(4)?;
     let state: String = row.get(8)?;
@@ -210,6 +212,6 @@ pub(crate) fn outbox_for(
     .collect()
 }
 
-fn parse_run_id(text: &str) -> Result<RunId, StoreError> {
+pub(crate) fn parse_run_id(text: &str) -> Result<RunId, StoreError> {
     RunId::parse(text).ok_or_else(|| StoreError::Corrupt(format!("run id {text}")))
 }

@@ -8,9 +8,12 @@ use followthrough_core::{Event, EventId, EventKind, ObjectRef, RawJson, RunId, T
 use serde_json::{Value, json};
 
 use crate::{
-    InboxBatch, JournalEntry, JournalKind, OutboxJob, PropertyWrite, RunRecord, Store, StoreError,
-    TimerRecord, UnitOfWork,
+    AssociationSync, AssociationWrite, CachedOwner, Deferral, InboxBatch, JournalEntry,
+    JournalKind, OutboxJob, PropertyWrite, RunRecord, Store, StoreError, TimerRecord, UnitOfWork,
 };
+
+/// A `now` later than every test's events and deferrals.
+const NOW: Timestamp = Timestamp(1_000_000_000);
 
 /// Generates one `#[tokio::test]` per conformance check.
 #[macro_export]
@@ -27,6 +30,9 @@ macro_rules! conformance_tests {
             outbox_jobs_are_queued_once_per_idempotency_key,
             one_active_run_per_rule_and_key_unless_parallel,
             timers_come_due_oldest_first_and_can_be_cancelled,
+            a_deferred_event_holds_back_its_object_until_due,
+            links_go_both_ways_and_a_fetched_list_replaces_them,
+            owners_runs_and_timers_read_back,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -85,7 +91,7 @@ fn batch(events: Vec<Event>) -> InboxBatch {
 
 /// Applies pending events the simplest way: each property change is one write.
 async fn apply_all(store: &dyn Store) {
-    let pending = store.pending_events(10_000).await.unwrap();
+    let pending = store.pending_events(NOW, 10_000).await.unwrap();
     let mut unit = UnitOfWork {
         applied_at: Some(Timestamp(99)),
         ..UnitOfWork::default()
@@ -209,19 +215,19 @@ pub async fn pending_events_come_oldest_first_and_leave_once_applied(store: Arc<
         property_event(&object, "z", 200, "a", "2"),
     ];
     store.append_inbox(batch(events)).await.unwrap();
-    let pending = store.pending_events(10).await.unwrap();
+    let pending = store.pending_events(NOW, 10).await.unwrap();
     let order: Vec<i64> = pending
         .iter()
         .map(|p| p.event.occurred_at.as_millis())
         .collect();
     assert_eq!(order, vec![100, 200, 300]);
     assert_eq!(
-        store.pending_events(2).await.unwrap().len(),
+        store.pending_events(NOW, 2).await.unwrap().len(),
         2,
         "limit is honoured"
     );
     apply_all(store.as_ref()).await;
-    assert!(store.pending_events(10).await.unwrap().is_empty());
+    assert!(store.pending_events(NOW, 10).await.unwrap().is_empty());
     let received = store.received_events(&object).await.unwrap();
     assert!(received.iter().all(|r| r.applied_at == Some(Timestamp(99))));
 }
@@ -304,7 +310,7 @@ pub async fn every_kind_of_event_reads_back_as_it_was_written(store: Arc<dyn Sto
         .collect();
     assert_eq!(read, events);
     let pending: Vec<Event> = store
-        .pending_events(100)
+        .pending_events(NOW, 100)
         .await
         .unwrap()
         .into_iter()
@@ -472,4 +478,163 @@ pub async fn timers_come_due_oldest_first_and_can_be_cancelled(store: Arc<dyn St
         .map(|t| t.due_at.as_millis())
         .collect();
     assert_eq!(due, vec![100, 300, 900]);
+}
+
+pub async fn a_deferred_event_holds_back_its_object_until_due(store: Arc<dyn Store>) {
+    let (a, b) = (contact("31"), contact("32"));
+    let events = vec![
+        property_event(&a, "d:1", 10, "lead_score", "1"),
+        property_event(&b, "d:2", 20, "lead_score", "2"),
+        property_event(&a, "d:3", 30, "lead_score", "3"),
+    ];
+    store.append_inbox(batch(events)).await.unwrap();
+    let pending = store.pending_events(Timestamp(0), 10).await.unwrap();
+    let first_of_a = pending[0].seq;
+    store
+        .apply(UnitOfWork {
+            deferrals: vec![Deferral {
+                seq: first_of_a,
+                object: a.clone(),
+                not_before: Timestamp(500),
+            }],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+
+    // While a's first event waits, none of a's events is taken; b's is.
+    let waiting: Vec<String> = store
+        .pending_events(Timestamp(499), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.event.dedup_key.clone())
+        .collect();
+    assert_eq!(waiting, vec!["d:2"]);
+    assert_eq!(store.pending_count().await.unwrap(), 3);
+
+    // Once due, a's events come back in order, the deferred one counted.
+    let due = store.pending_events(Timestamp(500), 10).await.unwrap();
+    let keys: Vec<&str> = due.iter().map(|p| p.event.dedup_key.as_str()).collect();
+    assert_eq!(keys, vec!["d:1", "d:2", "d:3"]);
+    assert_eq!(due[0].deferrals, 1);
+    assert_eq!(due[1].deferrals, 0);
+
+    // Applied, it is gone from the pending events and from the deferrals.
+    store
+        .apply(UnitOfWork {
+            applied: due.iter().map(|p| p.seq).collect(),
+            applied_at: Some(Timestamp(600)),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+    assert!(store.pending_events(Timestamp(0), 10).await.unwrap().is_empty());
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+}
+
+pub async fn links_go_both_ways_and_a_fetched_list_replaces_them(store: Arc<dyn Store>) {
+    let deal = ObjectRef::new("hubspot", "deal", "41");
+    let (c1, c2, c3) = (contact("41"), contact("42"), contact("43"));
+    let link = |to: &ObjectRef, removed| AssociationWrite {
+        from: deal.clone(),
+        to: to.clone(),
+        removed,
+        at: Timestamp(10),
+    };
+    store
+        .apply(UnitOfWork {
+            associations: vec![link(&c1, false), link(&c2, false)],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+    let view = store.load_objects(&[deal.clone(), c1.clone()]).await.unwrap();
+    let mut links = view.links.clone();
+    links.sort();
+    assert_eq!(
+        links,
+        vec![
+            (c1.clone(), deal.clone()),
+            (deal.clone(), c1.clone()),
+            (deal.clone(), c2.clone())
+        ]
+    );
+    assert!(view.syncs.is_empty());
+
+    store
+        .apply(UnitOfWork {
+            associations: vec![link(&c2, true)],
+            association_syncs: vec![AssociationSync {
+                object: deal.clone(),
+                to_type: "contact".into(),
+                linked: vec![c3.clone()],
+                at: Timestamp(20),
+            }],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+    let view = store.load_objects(&[deal.clone(), c3.clone()]).await.unwrap();
+    let mut links = view.links.clone();
+    links.sort();
+    assert_eq!(
+        links,
+        vec![(c3.clone(), deal.clone()), (deal.clone(), c3.clone())],
+        "the fetched list replaced the deal's contacts"
+    );
+    assert_eq!(
+        view.syncs,
+        vec![(deal.clone(), "contact".to_owned(), Timestamp(20))]
+    );
+}
+
+pub async fn owners_runs_and_timers_read_back(store: Arc<dyn Store>) {
+    let owner = CachedOwner {
+        id: "7".into(),
+        email: "sam@example.com".into(),
+        name: "Sam".into(),
+        teams: vec!["farmers".into()],
+        fetched_at: Timestamp(5),
+    };
+    let waiting = run("lead-gone-cold", "51", "waiting", false);
+    let done = RunRecord {
+        status: "completed".into(),
+        ..run("new-sql-gets-a-call", "51", "completed", false)
+    };
+    let timer = TimerRecord {
+        run_id: waiting.run_id.clone(),
+        due_at: Timestamp(700),
+        kind: "wait".into(),
+    };
+    store
+        .apply(UnitOfWork {
+            owners: vec![owner.clone()],
+            runs: vec![waiting.clone(), done.clone()],
+            timers_scheduled: vec![timer.clone()],
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.owners(&["7".into(), "8".into()]).await.unwrap(),
+        vec![owner]
+    );
+    let object = waiting.object.clone();
+    let view = store.load_objects(std::slice::from_ref(&object)).await.unwrap();
+    assert_eq!(view.runs, vec![waiting.clone()], "only active runs");
+    assert_eq!(store.runs_for(&object).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .runs(&[done.run_id.clone(), RunId::new()])
+            .await
+            .unwrap(),
+        vec![done]
+    );
+    assert_eq!(
+        store.active_runs_of_rule("lead-gone-cold").await.unwrap(),
+        vec![waiting]
+    );
+    assert_eq!(store.timers_for(&object).await.unwrap(), vec![timer]);
+    assert_eq!(store.next_timer_at().await.unwrap(), Some(Timestamp(700)));
 }

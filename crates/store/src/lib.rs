@@ -14,8 +14,9 @@ mod store;
 pub mod conformance;
 
 pub use model::{
-    AppendOutcome, InboxBatch, JournalEntry, JournalKind, ObjectMark, ObjectState, OutboxJob,
-    PendingEvent, PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, RunRecord,
-    TimerRecord, UnitOfWork,
+    AppendOutcome, AssociationSync, AssociationWrite, CachedOwner, Deferral, InboxBatch,
+    JournalEntry, JournalKind, ObjectMark, ObjectState, ObjectsView, OutboxJob, PendingEvent,
+    PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, RunRecord, TimerRecord,
+    UnitOfWork,
 };
 pub use store::{Store, StoreError};

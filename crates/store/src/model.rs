@@ -26,6 +26,17 @@ pub struct AppendOutcome {
 pub struct PendingEvent {
     pub seq: i64,
     pub event: Event,
+    /// How many times it was put back to wait (its context could not be fetched).
+    pub deferrals: u32,
+}
+
+/// Puts a pending event (and every later event of its object) back to wait until
+/// `not_before`: what the engine does when a rule's context cannot be fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deferral {
+    pub seq: i64,
+    pub object: ObjectRef,
+    pub not_before: Timestamp,
 }
 
 /// An inbox row as a trace shows it.
@@ -131,6 +142,56 @@ pub struct UnitOfWork {
     pub timers_scheduled: Vec<TimerRecord>,
     /// Actions to queue; one whose idempotency key is already queued is skipped.
     pub outbox: Vec<OutboxJob>,
+    /// Links between objects learned from association events (both ends are written).
+    pub associations: Vec<AssociationWrite>,
+    /// Complete lists of an object's links of one type, fetched from the CRM: they
+    /// replace what was known.
+    pub association_syncs: Vec<AssociationSync>,
+    /// Owners fetched from the CRM.
+    pub owners: Vec<CachedOwner>,
+    /// Events put back to wait; not marked applied.
+    pub deferrals: Vec<Deferral>,
+}
+
+/// One link between two objects, added or removed as of `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssociationWrite {
+    pub from: ObjectRef,
+    pub to: ObjectRef,
+    pub removed: bool,
+    pub at: Timestamp,
+}
+
+/// Every object of type `to_type` linked to `object`, as the CRM listed them at `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssociationSync {
+    pub object: ObjectRef,
+    pub to_type: String,
+    pub linked: Vec<ObjectRef>,
+    pub at: Timestamp,
+}
+
+/// A CRM user who owns records, as last fetched.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CachedOwner {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub teams: Vec<String>,
+    pub fetched_at: Timestamp,
+}
+
+/// What the engine loads about a batch's objects before applying it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObjectsView {
+    /// The objects the store knows (unknown ones are absent).
+    pub objects: Vec<ObjectState>,
+    /// Their active runs.
+    pub runs: Vec<RunRecord>,
+    /// Links from these objects.
+    pub links: Vec<(ObjectRef, ObjectRef)>,
+    /// When each (object, linked type) list was last fetched complete from the CRM.
+    pub syncs: Vec<(ObjectRef, String, Timestamp)>,
 }
 
 /// A property's current value and where it came from.

@@ -1,10 +1,10 @@
 //! The [`Store`] trait and its contract.
 
-use followthrough_core::{ObjectRef, Timestamp};
+use followthrough_core::{ObjectRef, RunId, Timestamp};
 
 use crate::model::{
-    AppendOutcome, InboxBatch, JournalEntry, ObjectState, OutboxJob, PendingEvent,
-    PropertyHistoryEntry, ReceivedEvent, RunRecord, TimerRecord, UnitOfWork,
+    AppendOutcome, CachedOwner, InboxBatch, JournalEntry, ObjectState, ObjectsView, OutboxJob,
+    PendingEvent, PropertyHistoryEntry, ReceivedEvent, RunRecord, TimerRecord, UnitOfWork,
 };
 
 /// Why a store call failed. Callers at the HTTP edge answer these as an opaque 500 and
@@ -44,7 +44,9 @@ pub enum StoreError {
 ///   after the value it would replace. Events arriving out of order therefore leave the
 ///   newest value current and the full history in occurrence order.
 /// - **Pending order.** [`Store::pending_events`] returns unapplied events ordered by
-///   `occurred_at`, then by arrival.
+///   `occurred_at`, then by arrival. It leaves out every event of an object that has an
+///   event deferred ([`crate::Deferral`]) past `now`, so an object's order holds while
+///   one of its events waits.
 /// - **One active run per key.** A unit that would leave two active, non-parallel runs
 ///   of one rule for one key fails as a whole ([`StoreError::Conflict`]); the backend
 ///   enforces it with a unique constraint.
@@ -59,8 +61,38 @@ pub trait Store: Send + Sync + 'static {
     /// Appends journal entries on their own (a rejected webhook, say).
     async fn journal(&self, entries: Vec<JournalEntry>) -> Result<(), StoreError>;
 
-    /// Up to `limit` events not yet applied, oldest occurrence first.
-    async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError>;
+    /// Up to `limit` events not yet applied and not waiting past `now`, oldest
+    /// occurrence first.
+    async fn pending_events(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, StoreError>;
+
+    /// How many events are not yet applied (deferred ones included).
+    async fn pending_count(&self) -> Result<u64, StoreError>;
+
+    /// The objects' states, active runs, links and link-sync times, in one read.
+    async fn load_objects(&self, objects: &[ObjectRef]) -> Result<ObjectsView, StoreError>;
+
+    /// The runs with these ids (any status); unknown ids are left out.
+    async fn runs(&self, ids: &[RunId]) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Every run about an object (any status), oldest first: for the trace.
+    async fn runs_for(&self, object: &ObjectRef) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Active runs of a rule, whatever their key: what a reload that removes the rule
+    /// cancels.
+    async fn active_runs_of_rule(&self, rule_id: &str) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Cached owners with these ids.
+    async fn owners(&self, ids: &[String]) -> Result<Vec<CachedOwner>, StoreError>;
+
+    /// The pending timers of an object's runs, soonest first: for the trace.
+    async fn timers_for(&self, object: &ObjectRef) -> Result<Vec<TimerRecord>, StoreError>;
+
+    /// When the soonest pending timer is due, if any.
+    async fn next_timer_at(&self) -> Result<Option<Timestamp>, StoreError>;
 
     /// Commits the effects of applying events: property writes, object marks, journal
     /// entries, and marks the events applied. All or nothing.

@@ -34,7 +34,7 @@ impl Applier {
 
     /// Applies up to one batch of pending events; returns how many.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let pending = self.store.pending_events(BATCH).await?;
+        let pending = self.store.pending_events(self.clock.now(), BATCH).await?;
         if pending.is_empty() {
             return Ok(0);
         }
@@ -65,7 +65,7 @@ impl Applier {
             applied_at: Some(now),
             ..UnitOfWork::default()
         };
-        for PendingEvent { seq, event } in pending {
+        for PendingEvent { seq, event, .. } in pending {
             let object = event.object.clone();
             let at = event.occurred_at;
             unit.marks.push(ObjectMark::Seen {

@@ -93,7 +93,7 @@ impl TestApp {
     /// Waits until the engine has applied every accepted event.
     pub async fn settle(&self) {
         for _ in 0..500 {
-            if self.store.pending_events(1).await.unwrap().is_empty() {
+            if self.store.pending_count().await.unwrap() == 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,0 +1,295 @@
+//! The SQL for what the engine gathers around events: links between objects, cached
+//! owners, deferred events, and the one-read view of a batch's objects.
+
+use followthrough_core::{ObjectRef, RunId, Timestamp};
+use followthrough_store::{
+    CachedOwner, ObjectsView, RunRecord, StoreError, TimerRecord, UnitOfWork,
+};
+use rusqlite::{Connection, params};
+
+use crate::runs::{RUN_COLUMNS, parse_run_id, run_row};
+use crate::{queries, sql_error};
+
+/// Writes the context part of a unit: links, link lists, owners, deferrals.
+pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), StoreError> {
+    if !unit.associations.is_empty() {
+        let mut add = connection
+            .prepare_cached(
+                "INSERT INTO links (from_object, to_object, to_type, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (from_object, to_object) DO UPDATE SET updated_at = excluded.updated_at",
+            )
+            .map_err(sql_error)?;
+        let mut remove = connection
+            .prepare_cached("DELETE FROM links WHERE from_object = ?1 AND to_object = ?2")
+            .map_err(sql_error)?;
+        for link in &unit.associations {
+            // Links go both ways, as CRM associations do.
+            for (from, to) in [(&link.from, &link.to), (&link.to, &link.from)] {
+                if link.removed {
+                    remove
+                        .execute(params![from.to_string(), to.to_string()])
+                        .map_err(sql_error)?;
+                } else {
+                    add.execute(params![
+                        from.to_string(),
+                        to.to_string(),
+                        to.object_type,
+                        link.at.as_millis()
+                    ])
+                    .map_err(sql_error)?;
+                }
+            }
+        }
+    }
+    for sync in &unit.association_syncs {
+        let object = sync.object.to_string();
+        connection
+            .prepare_cached("DELETE FROM links WHERE from_object = ?1 AND to_type = ?2")
+            .map_err(sql_error)?
+            .execute(params![object, sync.to_type])
+            .map_err(sql_error)?;
+        let mut add = connection
+            .prepare_cached(
+                "INSERT INTO links (from_object, to_object, to_type, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (from_object, to_object) DO UPDATE SET updated_at = excluded.updated_at",
+            )
+            .map_err(sql_error)?;
+        for linked in &sync.linked {
+            add.execute(params![
+                object,
+                linked.to_string(),
+                linked.object_type,
+                sync.at.as_millis()
+            ])
+            .map_err(sql_error)?;
+            add.execute(params![
+                linked.to_string(),
+                object,
+                sync.object.object_type,
+                sync.at.as_millis()
+            ])
+            .map_err(sql_error)?;
+        }
+        connection
+            .prepare_cached(
+                "INSERT INTO link_syncs (object, to_type, synced_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (object, to_type) DO UPDATE SET synced_at = excluded.synced_at",
+            )
+            .map_err(sql_error)?
+            .execute(params![object, sync.to_type, sync.at.as_millis()])
+            .map_err(sql_error)?;
+    }
+    for owner in &unit.owners {
+        connection
+            .prepare_cached(
+                "INSERT INTO owners (owner_id, email, name, teams_json, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (owner_id) DO UPDATE SET email = excluded.email, name = excluded.name,
+                     teams_json = excluded.teams_json, fetched_at = excluded.fetched_at",
+            )
+            .map_err(sql_error)?
+            .execute(params![
+                owner.id,
+                owner.email,
+                owner.name,
+                serde_json::to_string(&owner.teams).unwrap_or_else(|_| "[]".into()),
+                owner.fetched_at.as_millis()
+            ])
+            .map_err(sql_error)?;
+    }
+    for deferral in &unit.deferrals {
+        connection
+            .prepare_cached(
+                "INSERT INTO inbox_deferred (seq, object, not_before, deferrals) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT (seq) DO UPDATE SET not_before = excluded.not_before,
+                     deferrals = inbox_deferred.deferrals + 1",
+            )
+            .map_err(sql_error)?
+            .execute(params![
+                deferral.seq,
+                deferral.object.to_string(),
+                deferral.not_before.as_millis()
+            ])
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+/// Forgets the deferral of events now applied. Deferrals are rare: one cheap check
+/// spares the common unit a delete per event.
+pub(crate) fn clear_deferrals(connection: &Connection, applied: &[i64]) -> Result<(), StoreError> {
+    let any: bool = connection
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM inbox_deferred)")
+        .map_err(sql_error)?
+        .query_row([], |row| row.get(0))
+        .map_err(sql_error)?;
+    if !any {
+        return Ok(());
+    }
+    let mut delete = connection
+        .prepare_cached("DELETE FROM inbox_deferred WHERE seq = ?1")
+        .map_err(sql_error)?;
+    for seq in applied {
+        delete.execute([seq]).map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn load_objects(
+    connection: &Connection,
+    objects: &[ObjectRef],
+) -> Result<ObjectsView, StoreError> {
+    let mut view = ObjectsView::default();
+    let mut runs = connection
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE object = ?1 AND status IN ('new', 'running', 'waiting')
+             ORDER BY created_at, run_id"
+        ))
+        .map_err(sql_error)?;
+    let mut links = connection
+        .prepare_cached("SELECT to_object FROM links WHERE from_object = ?1")
+        .map_err(sql_error)?;
+    let mut syncs = connection
+        .prepare_cached("SELECT to_type, synced_at FROM link_syncs WHERE object = ?1")
+        .map_err(sql_error)?;
+    for object in objects {
+        let name = object.to_string();
+        if let Some(state) = queries::object(connection, object)? {
+            view.objects.push(state);
+        }
+        for run in runs.query_map([&name], run_row).map_err(sql_error)? {
+            view.runs.push(run.map_err(sql_error)??);
+        }
+        for to in links
+            .query_map([&name], |row| row.get::<_, String>(0))
+            .map_err(sql_error)?
+        {
+            let to = to.map_err(sql_error)?;
+            let to = to
+                .parse::<ObjectRef>()
+                .map_err(|e| StoreError::Corrupt(format!("link {to}: {e}")))?;
+            view.links.push((object.clone(), to));
+        }
+        for sync in syncs
+            .query_map([&name], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(sql_error)?
+        {
+            let (to_type, at) = sync.map_err(sql_error)?;
+            view.syncs.push((object.clone(), to_type, Timestamp(at)));
+        }
+    }
+    Ok(view)
+}
+
+pub(crate) fn runs(connection: &Connection, ids: &[RunId]) -> Result<Vec<RunRecord>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"))
+        .map_err(sql_error)?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        for run in statement
+            .query_map([id.as_str()], run_row)
+            .map_err(sql_error)?
+        {
+            found.push(run.map_err(sql_error)??);
+        }
+    }
+    Ok(found)
+}
+
+pub(crate) fn runs_where(
+    connection: &Connection,
+    condition: &str,
+    value: &str,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE {condition} ORDER BY created_at, run_id"
+        ))
+        .map_err(sql_error)?;
+    let rows = statement.query_map([value], run_row).map_err(sql_error)?;
+    rows.map(|row| row.map_err(sql_error)?).collect()
+}
+
+pub(crate) fn owners(connection: &Connection, ids: &[String]) -> Result<Vec<CachedOwner>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT owner_id, email, name, teams_json, fetched_at FROM owners WHERE owner_id = ?1",
+        )
+        .map_err(sql_error)?;
+    let mut found = Vec::new();
+    for id in ids {
+        let rows = statement
+            .query_map([id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(sql_error)?;
+        for row in rows {
+            let (id, email, name, teams, fetched_at) = row.map_err(sql_error)?;
+            found.push(CachedOwner {
+                id,
+                email,
+                name,
+                teams: serde_json::from_str(&teams)
+                    .map_err(|e| StoreError::Corrupt(format!("owner teams: {e}")))?,
+                fetched_at: Timestamp(fetched_at),
+            });
+        }
+    }
+    Ok(found)
+}
+
+pub(crate) fn timers_for(
+    connection: &Connection,
+    object: &ObjectRef,
+) -> Result<Vec<TimerRecord>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT t.run_id, t.due_at, t.kind FROM timers t JOIN runs r ON r.run_id = t.run_id
+             WHERE r.object = ?1 ORDER BY t.due_at",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map([object.to_string()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(sql_error)?;
+    rows.map(|row| {
+        let (run_id, due_at, kind) = row.map_err(sql_error)?;
+        Ok(TimerRecord {
+            run_id: parse_run_id(&run_id)?,
+            due_at: Timestamp(due_at),
+            kind,
+        })
+    })
+    .collect()
+}
+
+pub(crate) fn next_timer_at(connection: &Connection) -> Result<Option<Timestamp>, StoreError> {
+    connection
+        .prepare_cached("SELECT MIN(due_at) FROM timers")
+        .map_err(sql_error)?
+        .query_row([], |row| row.get::<_, Option<i64>>(0))
+        .map(|at| at.map(Timestamp))
+        .map_err(sql_error)
+}
+
+pub(crate) fn pending_count(connection: &Connection) -> Result<u64, StoreError> {
+    connection
+        .prepare_cached("SELECT COUNT(*) FROM inbox_pending")
+        .map_err(sql_error)?
+        .query_row([], |row| row.get::<_, i64>(0))
+        .map(|n| n as u64)
+        .map_err(sql_error)
+}
