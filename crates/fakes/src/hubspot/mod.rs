@@ -1,0 +1,211 @@
+//! A fake HubSpot CRM API (read side: owners, objects, associations).
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use followthrough_fakes::{FakeHubSpot, FakeOwner};
+//! let hubspot = FakeHubSpot::start().await;
+//! hubspot.add_owner(FakeOwner { id: "7".into(), email: "ada@example.com".into(), ..Default::default() });
+//! hubspot.set_object("contact", "501", [("email".into(), "lead@example.com".into())].into());
+//! hubspot.associate("contact", "501", "deal", "9001");
+//! hubspot.fail_next(1, 503);
+//! // point the client at hubspot.base_url() with hubspot.token() ...
+//! assert_eq!(hubspot.request_count("/crm/v3/owners/"), 0);
+//! # }
+//! ```
+//!
+//! Layout: `gate` (recording, failures, auth, rate limit) wraps every route; one module
+//! per API area (`owners`, `objects`, `associations`) holds its handlers. Write
+//! endpoints go in new modules beside them and register in `router`.
+
+mod associations;
+mod errors;
+mod gate;
+mod object_type;
+mod objects;
+mod owners;
+mod query;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::RecordedRequest;
+
+use object_type::ObjectType;
+use state::Shared;
+pub use state::{Failure, FakeOwner};
+
+/// A HubSpot API on `127.0.0.1:<random port>`, alive until this handle is dropped.
+pub struct FakeHubSpot {
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl FakeHubSpot {
+    /// Binds `127.0.0.1:0` and starts serving on the current tokio runtime.
+    ///
+    /// # Panics
+    /// If no local port can be bound.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0 for the fake HubSpot");
+        let address = listener.local_addr().expect("local address of the fake");
+        let shared = Arc::new(Shared::new(new_token(), format!("http://{address}")));
+        let app = router(shared.clone());
+        let server = tokio::spawn(async move {
+            // Ends only when the handle aborts it.
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { shared, server }
+    }
+
+    /// `http://127.0.0.1:<port>`, without a trailing slash: use it where the client
+    /// would use `https://api.hubapi.com`.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The only bearer token the fake accepts (random per instance, in the shape of a
+    /// private-app token).
+    pub fn token(&self) -> String {
+        self.shared.token.clone()
+    }
+
+    /// Adds or replaces an owner.
+    pub fn add_owner(&self, owner: FakeOwner) {
+        self.shared.state().add_owner(owner);
+    }
+
+    /// Creates the object, or replaces all its properties (keeping its creation time).
+    /// `object_type` is any name HubSpot accepts (`contact`, `contacts`, `0-1`).
+    ///
+    /// # Panics
+    /// On an object type the fake does not know.
+    pub fn set_object(&self, object_type: &str, id: &str, properties: BTreeMap<String, String>) {
+        let kind = known_type(object_type);
+        self.shared.state().set_object(kind, id, properties);
+    }
+
+    /// Associates two objects with HubSpot's default (unlabeled) association type,
+    /// both ways, as HubSpot does. Repeating it changes nothing.
+    ///
+    /// # Panics
+    /// On an unknown object type, or a pair HubSpot defines no association type for.
+    pub fn associate(&self, from_type: &str, from_id: &str, to_type: &str, to_id: &str) {
+        let (from, to) = (known_type(from_type), known_type(to_type));
+        assert!(
+            object_type::association_type_id(from, to).is_some(),
+            "the fake knows no HUBSPOT_DEFINED association from {from_type} to {to_type}"
+        );
+        let mut state = self.shared.state();
+        state.associate_one_way(from, from_id, to, to_id);
+        state.associate_one_way(to, to_id, from, from_id);
+    }
+
+    /// Caps association pages at `size` results (HubSpot's cap is 500), whatever
+    /// `limit` the client asks for, so that a client's pagination can be tested.
+    pub fn set_max_page_size(&self, size: usize) {
+        self.shared.state().max_page_size = size.max(1);
+    }
+
+    /// The next `n` requests fail with `status` (see [`Failure::status`] for the bodies).
+    pub fn fail_next(&self, n: usize, status: u16) {
+        self.fail_next_with(n, Failure::status(status));
+    }
+
+    /// The next `n` requests fail as described, e.g. a 429 with a `Retry-After`.
+    pub fn fail_next_with(&self, n: usize, failure: Failure) {
+        let mut state = self.shared.state();
+        state.failures.extend(std::iter::repeat_n(failure, n));
+    }
+
+    /// Every answer waits this long first (`Duration::ZERO` to stop).
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.state().delay = delay;
+    }
+
+    /// Enforces HubSpot's rolling ten-second limit: past `max_per_10s` authenticated
+    /// requests in the last ten seconds, answer 429 with the RATE_LIMIT body. Counted
+    /// answers carry `X-HubSpot-RateLimit-Max`, `-Remaining` and `-Interval-Milliseconds`.
+    pub fn set_rate_limit(&self, max_per_10s: u32) {
+        self.shared.state().set_rate_limit(Some(max_per_10s));
+    }
+
+    /// Removes the rate limit (the default).
+    pub fn clear_rate_limit(&self) {
+        self.shared.state().set_rate_limit(None);
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.state().requests.clone()
+    }
+
+    /// How many received requests have a path starting with `path_prefix`.
+    pub fn request_count(&self, path_prefix: &str) -> usize {
+        let state = self.shared.state();
+        let matching = state.requests.iter();
+        matching.filter(|r| r.path.starts_with(path_prefix)).count()
+    }
+
+    /// Forgets the requests received so far.
+    pub fn reset_requests(&self) {
+        self.shared.state().requests.clear();
+    }
+}
+
+impl Drop for FakeHubSpot {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl std::fmt::Debug for FakeHubSpot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeHubSpot")
+            .field("base_url", &self.shared.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/crm/v3/owners/{owner_id}", get(owners::get_owner))
+        .route(
+            "/crm/v3/objects/{object_type}/{object_id}",
+            get(objects::get_object),
+        )
+        .route(
+            "/crm/v4/objects/{from_type}/{object_id}/associations/{to_type}",
+            get(associations::list),
+        )
+        .fallback(|request: axum::extract::Request| async move {
+            let what = format!("{} {}", request.method(), request.uri().path());
+            errors::not_implemented(what)
+        })
+        .layer(from_fn_with_state(shared.clone(), gate::gate))
+        .with_state(shared)
+}
+
+fn known_type(name: &str) -> ObjectType {
+    ObjectType::parse(name)
+        .unwrap_or_else(|| panic!("the fake HubSpot knows no object type `{name}`"))
+}
+
+/// Shaped like a private-app token, random so tests can check it never leaks.
+fn new_token() -> String {
+    let a = RandomState::new().hash_one(0u8);
+    let b = RandomState::new().hash_one(1u8);
+    format!("pat-na1-{a:016x}{b:016x}")
+}

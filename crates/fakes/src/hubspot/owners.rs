@@ -1,0 +1,50 @@
+//! `GET /crm/v3/owners/{ownerId}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::errors;
+use super::query::unsupported;
+use super::state::{Shared, StoredOwner};
+
+pub(crate) async fn get_owner(
+    State(shared): State<Arc<Shared>>,
+    Path(owner_id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Some(refusal) = unsupported(&query, &[]) {
+        return refusal;
+    }
+    let state = shared.state();
+    match state.owners.get(&owner_id) {
+        Some(owner) => Json(owner_json(owner)).into_response(),
+        None => errors::not_found(format!("Owner with id {owner_id} not found")),
+    }
+}
+
+fn owner_json(stored: &StoredOwner) -> Value {
+    let owner = &stored.owner;
+    let teams: Vec<Value> = owner
+        .teams
+        .iter()
+        .enumerate()
+        .map(|(index, (id, name))| json!({"id": id, "name": name, "primary": index == 0}))
+        .collect();
+    json!({
+        "id": owner.id,
+        "email": owner.email,
+        "type": "PERSON",
+        "firstName": owner.first_name,
+        "lastName": owner.last_name,
+        "userId": stored.user_id,
+        "userIdIncludingInactive": stored.user_id,
+        "createdAt": stored.created_at,
+        "updatedAt": stored.updated_at,
+        "archived": false,
+        "teams": teams,
+    })
+}
