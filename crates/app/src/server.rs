@@ -22,7 +22,10 @@ use tower_http::trace::TraceLayer;
 
 use crate::api_error::{self, ApiError};
 use crate::config::Validated;
-use crate::engine::Applier;
+use crate::connectors::CrmReader;
+use crate::engine::{Engine, EngineParts, Hydrator};
+use crate::journal::Redactor;
+use crate::rules_handle::{RulesHandle, spawn_sighup_reloader};
 use crate::ingest;
 use crate::ingest::hubspot::signature::SignaturePolicy;
 use crate::listener;
@@ -37,7 +40,7 @@ pub struct AppState {
     pub hubspot: Arc<HubSpotIngest>,
     pub max_body_bytes: usize,
     /// Poked after an accepted webhook so the engine does not wait for its next poll.
-    pub applier_wake: Arc<Notify>,
+    pub engine_wake: Arc<Notify>,
 }
 
 pub struct HubSpotIngest {
@@ -123,14 +126,26 @@ pub struct RunningServer {
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Opens the store (migrating it), binds, and serves until `shutdown` is cancelled; then
-/// stops accepting, lets in-flight requests finish (up to the grace period), stops the
-/// engine and closes the store.
-pub async fn spawn(
-    config: Validated,
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<RunningServer> {
+/// What the server runs on, built by `serve` (or a test).
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub rules: Arc<RulesHandle>,
+    /// The CRM the engine reads owners and linked objects from; `None` when no
+    /// connector is configured (rules that need them then wait, journaled).
+    pub crm: Option<Arc<dyn CrmReader>>,
+}
+
+/// Binds, starts the engine, and serves until `shutdown` is cancelled; then stops
+/// accepting, lets in-flight requests finish (up to the grace period), stops the engine
+/// and closes the store.
+pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<RunningServer> {
+    let Services {
+        store,
+        clock,
+        rules,
+        crm,
+    } = services;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -150,11 +165,36 @@ pub async fn spawn(
             public_url: config.public_url.clone(),
         }),
         max_body_bytes: config.config.server.max_body_bytes,
-        applier_wake: Arc::new(Notify::new()),
+        engine_wake: Arc::new(Notify::new()),
     };
-    let applier = Applier::new(Arc::clone(&store), Arc::clone(&clock));
+    let engine_config = &config.config.engine;
+    let engine = Engine::new(EngineParts {
+        store: Arc::clone(&store),
+        clock: Arc::clone(&clock),
+        rules: Arc::clone(&rules),
+        calendar: config.config.rules.calendar()?,
+        redactor: Redactor::new(config.config.privacy.redact_properties.iter().cloned()),
+        hydrator: Hydrator {
+            crm,
+            max_age_ms: clamp_ms(engine_config.context_max_age_ms),
+            timeout: Duration::from_millis(engine_config.fetch_timeout_ms),
+        },
+        batch_size: engine_config.batch_size,
+        catch_up_limit_ms: clamp_ms(engine_config.timer_catch_up_limit_ms),
+        fetch_retry_ms: clamp_ms(engine_config.fetch_retry_ms),
+    });
     let engine_stop = CancellationToken::new();
-    let engine = tokio::spawn(applier.run(Arc::clone(&state.applier_wake), engine_stop.clone()));
+    let (reloaded, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let reloader = spawn_sighup_reloader(rules, engine_stop.clone(), move |outcome| {
+        if let Ok(diff) = outcome {
+            let _ = reloaded.send(diff);
+        }
+    });
+    let engine = tokio::spawn(engine.run(
+        Arc::clone(&state.engine_wake),
+        reloads,
+        engine_stop.clone(),
+    ));
 
     let app = router(
         state,
@@ -183,6 +223,7 @@ pub async fn spawn(
         }
         engine_stop.cancel();
         let _ = engine.await;
+        let _ = reloader.await;
         store.close().await?;
         tracing::info!("store closed; bye");
         Ok(())
@@ -192,4 +233,8 @@ pub async fn spawn(
         shutdown,
         handle,
     })
+}
+
+fn clamp_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }

@@ -7,6 +7,10 @@ use followthrough_core::SystemClock;
 use followthrough_store_sqlite::SqliteStore;
 
 use crate::config::Validated;
+use crate::connectors::CrmReader;
+use crate::connectors::hubspot::HubSpotReader;
+use crate::rules_handle::{PidFile, RulesHandle};
+use followthrough_rules::print_diagnostics;
 use crate::server;
 use crate::telemetry;
 
@@ -21,9 +25,33 @@ pub fn run(config: Validated) -> anyhow::Result<ExitCode> {
                 "sources.hubspot.client_secret is empty: HubSpot webhooks will be refused (401)"
             );
         }
+        let rules_dir = config.config.rules.dir.clone();
+        let rules = match RulesHandle::load(&rules_dir) {
+            Ok(rules) => rules,
+            Err(diagnostics) => {
+                let _ = print_diagnostics(&diagnostics, &mut std::io::stderr());
+                anyhow::bail!(
+                    "{} problem(s) in the rules in {}: not starting",
+                    diagnostics.len(),
+                    rules_dir.display()
+                );
+            }
+        };
+        tracing::info!(dir = %rules_dir.display(), rules = rules.current().rules().len(), "rules loaded");
+        let _pid_file = match &config.config.server.pid_file {
+            path if path.as_os_str().is_empty() => None,
+            path => Some(PidFile::create(path)?),
+        };
+        let crm = crm_reader(&config)?;
         let store = SqliteStore::open(&config.store_path, true)?;
         tracing::info!(store = %config.store_path.display(), "store open and migrated");
-        let running = server::spawn(config, Arc::new(store), Arc::new(SystemClock)).await?;
+        let services = server::Services {
+            store: Arc::new(store),
+            clock: Arc::new(SystemClock),
+            rules: Arc::new(rules),
+            crm,
+        };
+        let running = server::spawn(config, services).await?;
         let shutdown = running.shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -41,4 +69,18 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
     }
+}
+
+/// The HubSpot reader, if `connectors.hubspot.token` is set.
+pub fn crm_reader(config: &Validated) -> anyhow::Result<Option<Arc<dyn CrmReader>>> {
+    let hubspot = &config.config.connectors.hubspot;
+    if secrecy::ExposeSecret::expose_secret(&hubspot.token).is_empty() {
+        tracing::warn!(
+            "connectors.hubspot.token is empty: rules that read owners or linked objects will wait"
+        );
+        return Ok(None);
+    }
+    let timeout = std::time::Duration::from_millis(config.config.engine.fetch_timeout_ms);
+    let reader = HubSpotReader::new(&hubspot.base_url, hubspot.token.clone(), timeout)?;
+    Ok(Some(Arc::new(reader)))
 }

@@ -31,6 +31,10 @@ fn start_server(db: &Path, port: u16) -> Child {
             "FOLLOWTHROUGH__STORE__URL",
             format!("sqlite://{}", db.display()),
         )
+        .env(
+            "FOLLOWTHROUGH__SERVER__PID_FILE",
+            db.with_extension("pid").display().to_string(),
+        )
         .env("FOLLOWTHROUGH__SOURCES__HUBSPOT__CLIENT_SECRET", SECRET)
         .env("FOLLOWTHROUGH__LOG__LEVEL", "warn")
         .stdout(Stdio::null())

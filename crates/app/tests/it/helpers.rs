@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use followthrough::config::Config;
 use followthrough::ingest::hubspot::signature::{SignedParts, sign_v3};
-use followthrough::server::{self, RunningServer};
+use followthrough::connectors::CrmReader;
+use followthrough::connectors::hubspot::HubSpotReader;
+use followthrough::rules_handle::RulesHandle;
+use followthrough::server::{self, RunningServer, Services};
+use followthrough_fakes::FakeHubSpot;
 use followthrough_core::{Clock, ManualClock, SystemClock};
 use followthrough_store::Store;
 use followthrough_store_sqlite::SqliteStore;
@@ -20,6 +24,9 @@ pub struct TestApp {
     pub store: Arc<SqliteStore>,
     pub clock: ManualClock,
     pub client: reqwest::Client,
+    /// The fake HubSpot API the engine reads owners and linked objects from.
+    pub hubspot: FakeHubSpot,
+    pub rules_dir: PathBuf,
     running: RunningServer,
     _dir: tempfile::TempDir,
 }
@@ -29,13 +36,37 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Spawns the server in this process with the defaults, a temporary store, the test
-/// secret, and `extra` TOML merged over them.
+/// secret, no rules, and `extra` TOML merged over them.
 pub async fn spawn_app_with(extra: &str) -> TestApp {
+    spawn_app_with_rules(&[], extra).await
+}
+
+/// The text of a rule file in `examples/rules/`.
+pub fn example_rule(file: &str) -> (String, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/rules")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (file.to_owned(), text)
+}
+
+/// Spawns the server with these rule files (name, text), a fake HubSpot API behind the
+/// CRM connector, and a manual clock.
+pub async fn spawn_app_with_rules(rules: &[(String, String)], extra: &str) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("followthrough.db");
+    let rules_dir = dir.path().join("rules");
+    std::fs::create_dir_all(&rules_dir).unwrap();
+    for (name, text) in rules {
+        std::fs::write(rules_dir.join(name), text).unwrap();
+    }
+    let hubspot = FakeHubSpot::start().await;
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}\"\n[sources.hubspot]\nclient_secret = \"{SECRET}\"\n",
-        db_path.display()
+        "[server]\nlisten = \"127.0.0.1:0\"\npid_file = \"\"\n[store]\nurl = \"sqlite://{}\"\n[rules]\ndir = \"{}\"\n[sources.hubspot]\nclient_secret = \"{SECRET}\"\n[connectors.hubspot]\nbase_url = \"{}\"\ntoken = \"{}\"\n",
+        db_path.display(),
+        rules_dir.display(),
+        hubspot.base_url(),
+        hubspot.token(),
     );
     let config = Config::from_defaults_and(&[&toml, extra])
         .unwrap()
@@ -43,10 +74,21 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
         .unwrap();
     let store = Arc::new(SqliteStore::open(&db_path, true).unwrap());
     let clock = ManualClock::new(SystemClock.now());
+    let rules = RulesHandle::load(&config.config.rules.dir).expect("test rules are valid");
+    let crm = HubSpotReader::new(
+        &hubspot.base_url(),
+        hubspot.token().into(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let running = server::spawn(
         config.clone(),
-        store.clone() as Arc<dyn Store>,
-        Arc::new(clock.clone()),
+        Services {
+            store: store.clone() as Arc<dyn Store>,
+            clock: Arc::new(clock.clone()),
+            rules: Arc::new(rules),
+            crm: Some(Arc::new(crm) as Arc<dyn CrmReader>),
+        },
     )
     .await
     .unwrap();
@@ -57,6 +99,8 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
         store,
         clock,
         client: reqwest::Client::new(),
+        hubspot,
+        rules_dir,
         running,
         _dir: dir,
     }
@@ -90,15 +134,23 @@ impl TestApp {
         request.send().await.unwrap()
     }
 
-    /// Waits until the engine has applied every accepted event.
+    /// Waits until the engine has applied every accepted event and fired every due timer.
     pub async fn settle(&self) {
-        for _ in 0..500 {
-            if self.store.pending_count().await.unwrap() == 0 {
+        for _ in 0..1000 {
+            let pending = self.store.pending_count().await.unwrap();
+            let due = self.store.due_timers(self.clock.now(), 1).await.unwrap();
+            if pending == 0 && due.is_empty() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("events were not applied within 5 s");
+        panic!("events were not applied (or timers not fired) within 10 s");
+    }
+
+    /// Moves the manual clock forward and waits for the timers that came due.
+    pub async fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.settle().await;
     }
 
     pub fn count(&self, sql: &str) -> i64 {

@@ -101,7 +101,7 @@ async fn accept(
         .await
         .map_err(ApiError::unavailable)?;
     if outcome.inserted > 0 {
-        state.applier_wake.notify_one();
+        state.engine_wake.notify_one();
     }
     tracing::info!(
         signature = verified.version,

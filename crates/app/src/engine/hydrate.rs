@@ -1,0 +1,298 @@
+//! Context hydration: before a batch is evaluated, what its candidate rules read of
+//! owners and linked objects must be in the store and fresh. What is missing or older
+//! than `engine.context_max_age_ms` is fetched read-only through the CRM connector,
+//! outside any transaction; the results go into the batch's unit (so they are cached
+//! and journaled with it). An event whose context cannot be fetched is deferred: it is
+//! never evaluated against a guess.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use followthrough_core::{EventId, ObjectRef, Timestamp};
+use followthrough_rules::{Rule, RuleSet, RunState};
+use followthrough_store::{
+    AssociationSync, CachedOwner, JournalEntry, ObjectMark, ObjectsView, PendingEvent,
+    PropertyWrite,
+};
+use serde_json::Value as Json;
+
+use super::batch::{OWNER_PROPERTY, owner_id};
+use super::record;
+use crate::connectors::{CrmReader, FetchError};
+
+/// What the batch's rules need: owners by id, and link lists by (object, linked type).
+#[derive(Debug, Default)]
+pub struct Needs {
+    /// Owner id -> the objects whose evaluation needs it.
+    pub owners: BTreeMap<String, BTreeSet<ObjectRef>>,
+    /// (object, linked type) pairs.
+    pub links: BTreeSet<(ObjectRef, String)>,
+}
+
+impl Needs {
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty() && self.links.is_empty()
+    }
+}
+
+/// Adds what `rule` reads about `object` (whose owner ids are `owner_ids`).
+fn add_rule(needs: &mut Needs, rule: &Rule, object: &ObjectRef, owner_ids: &BTreeSet<String>) {
+    let reads = rule.reads();
+    if reads.owner {
+        for id in owner_ids {
+            needs
+                .owners
+                .entry(id.clone())
+                .or_default()
+                .insert(object.clone());
+        }
+    }
+    for linked_type in &reads.associated {
+        needs.links.insert((object.clone(), linked_type.clone()));
+    }
+}
+
+/// What the events and the runs woken by timers will read.
+pub fn needs(
+    rules: &RuleSet,
+    view: &ObjectsView,
+    events: &[PendingEvent],
+    timer_runs: &[RunState],
+) -> Needs {
+    // Every owner id an object has or gets in this batch.
+    let mut owner_ids: HashMap<&ObjectRef, BTreeSet<String>> = HashMap::new();
+    for state in &view.objects {
+        if let Some(p) = state.properties.get(OWNER_PROPERTY) {
+            owner_ids
+                .entry(&state.object)
+                .or_default()
+                .insert(owner_id(&p.value));
+        }
+    }
+    for pending in events {
+        if let Some((OWNER_PROPERTY, value)) = pending.event.property_change() {
+            owner_ids
+                .entry(&pending.event.object)
+                .or_default()
+                .insert(owner_id(value));
+        }
+    }
+    for ids in owner_ids.values_mut() {
+        ids.remove("");
+    }
+    let none = BTreeSet::new();
+    let ids_of = |object: &ObjectRef| owner_ids.get(object).unwrap_or(&none);
+
+    let mut needs = Needs::default();
+    let mut runs_by_object: HashMap<&ObjectRef, Vec<&str>> = HashMap::new();
+    for run in &view.runs {
+        runs_by_object
+            .entry(&run.object)
+            .or_default()
+            .push(run.rule_id.as_str());
+    }
+    for pending in events {
+        let event = &pending.event;
+        for candidate in rules.matching(event) {
+            // An engagement's rules are about the objects it is linked to: their
+            // context is checked when the linked objects are known (see `Engine`).
+            add_rule(&mut needs, candidate.rule, &event.object, ids_of(&event.object));
+        }
+        for rule_id in runs_by_object.get(&event.object).into_iter().flatten() {
+            if let Some(rule) = rules.get(rule_id) {
+                add_rule(&mut needs, rule, &event.object, ids_of(&event.object));
+            }
+        }
+    }
+    for run in timer_runs {
+        if let Some(rule) = rules.get(&run.rule_id) {
+            add_rule(&mut needs, rule, &run.object, ids_of(&run.object));
+        }
+    }
+    needs
+}
+
+/// The outcome of fetching: rows for the unit, and the objects that must wait.
+#[derive(Default)]
+pub struct Fetched {
+    pub owners: Vec<CachedOwner>,
+    pub syncs: Vec<AssociationSync>,
+    pub property_writes: Vec<PropertyWrite>,
+    pub marks: Vec<ObjectMark>,
+    pub journal: Vec<JournalEntry>,
+    /// Objects whose context could not be fetched, and why.
+    pub failed: BTreeMap<ObjectRef, String>,
+}
+
+pub struct Hydrator {
+    pub crm: Option<Arc<dyn CrmReader>>,
+    pub max_age_ms: i64,
+    pub timeout: Duration,
+}
+
+impl Hydrator {
+    /// Fetches what `needs` lists and the store does not have fresh. `cached_owners` and
+    /// `view` are what the store has.
+    pub async fn fetch(
+        &self,
+        needs: &Needs,
+        cached_owners: &[CachedOwner],
+        view: &ObjectsView,
+        now: Timestamp,
+    ) -> Fetched {
+        let mut fetched = Fetched::default();
+        let fresh = |at: Timestamp| now.as_millis() - at.as_millis() <= self.max_age_ms;
+
+        let owners_to_fetch: Vec<(&String, &BTreeSet<ObjectRef>)> = needs
+            .owners
+            .iter()
+            .filter(|(id, _)| {
+                !cached_owners
+                    .iter()
+                    .any(|o| &o.id == *id && fresh(o.fetched_at))
+            })
+            .collect();
+        let syncs_to_fetch: Vec<&(ObjectRef, String)> = needs
+            .links
+            .iter()
+            .filter(|(object, linked_type)| {
+                !view
+                    .syncs
+                    .iter()
+                    .any(|(o, t, at)| o == object && t == linked_type && fresh(*at))
+            })
+            .collect();
+        if owners_to_fetch.is_empty() && syncs_to_fetch.is_empty() {
+            return fetched;
+        }
+        let Some(crm) = &self.crm else {
+            for (_, objects) in &owners_to_fetch {
+                for object in *objects {
+                    fetched
+                        .failed
+                        .insert(object.clone(), "connectors.hubspot.token is not set".into());
+                }
+            }
+            for (object, _) in &syncs_to_fetch {
+                fetched
+                    .failed
+                    .insert(object.clone(), "connectors.hubspot.token is not set".into());
+            }
+            return fetched;
+        };
+
+        for (id, objects) in owners_to_fetch {
+            match self.timed(crm.owner(id)).await {
+                Ok(Some(owner)) => {
+                    for object in objects {
+                        fetched.journal.push(record::context_fetched(
+                            now,
+                            object,
+                            &format!("owner {id}"),
+                        ));
+                    }
+                    fetched.owners.push(CachedOwner {
+                        id: owner.id,
+                        email: owner.email,
+                        name: owner.name,
+                        teams: owner.teams,
+                        fetched_at: now,
+                    });
+                }
+                // The CRM has no such owner: remember that (empty), so rules see an
+                // owner without email rather than waiting forever.
+                Ok(None) => fetched.owners.push(CachedOwner {
+                    id: id.clone(),
+                    email: String::new(),
+                    name: String::new(),
+                    teams: Vec::new(),
+                    fetched_at: now,
+                }),
+                Err(error) => {
+                    for object in objects {
+                        fetched
+                            .failed
+                            .insert(object.clone(), format!("owner {id}: {error}"));
+                    }
+                }
+            }
+        }
+
+        let known: BTreeSet<&ObjectRef> = view.objects.iter().map(|o| &o.object).collect();
+        for (object, linked_type) in syncs_to_fetch {
+            let linked = match self.timed(crm.associations(object, linked_type)).await {
+                Ok(linked) => linked,
+                Err(error) => {
+                    fetched
+                        .failed
+                        .insert(object.clone(), format!("{linked_type} links: {error}"));
+                    continue;
+                }
+            };
+            // Linked objects the store has never heard of are read once; after that
+            // their webhooks keep them current.
+            let mut complete = true;
+            for other in linked.iter().filter(|o| !known.contains(o)) {
+                match self.timed(crm.object(other, &[])).await {
+                    Ok(Some(properties)) => {
+                        let event_id = EventId::new();
+                        fetched.marks.push(ObjectMark::Seen {
+                            object: other.clone(),
+                            at: now,
+                        });
+                        for (name, value) in properties {
+                            fetched.property_writes.push(PropertyWrite {
+                                object: other.clone(),
+                                name,
+                                value: value_or_empty(value),
+                                // As of the fetch: any webhook about a later change wins.
+                                occurred_at: now,
+                                event_id: event_id.clone(),
+                            });
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        fetched
+                            .failed
+                            .insert(object.clone(), format!("linked {other}: {error}"));
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                fetched.journal.push(record::context_fetched(
+                    now,
+                    object,
+                    &format!("{} linked {linked_type}(s)", linked.len()),
+                ));
+                fetched.syncs.push(AssociationSync {
+                    object: object.clone(),
+                    to_type: linked_type.clone(),
+                    linked,
+                    at: now,
+                });
+            }
+        }
+        fetched
+    }
+
+    async fn timed<T>(
+        &self,
+        call: impl Future<Output = Result<T, FetchError>>,
+    ) -> Result<T, FetchError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(FetchError::Unavailable("timed out".into())))
+    }
+}
+
+fn value_or_empty(value: Json) -> Json {
+    if value.is_null() {
+        Json::String(String::new())
+    } else {
+        value
+    }
+}
