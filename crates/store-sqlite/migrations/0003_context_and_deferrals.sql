@@ -37,3 +37,14 @@ CREATE INDEX inbox_deferred_object ON inbox_deferred (object, not_before);
 
 -- The trace lists an object's runs; reload finds a rule's active runs.
 CREATE INDEX runs_active_by_rule ON runs (rule_id) WHERE status IN ('new', 'running', 'waiting');
+
+-- The source of every rule version a run may have started with: a run keeps the version
+-- it started with, even after the file changed or the service restarted.
+CREATE TABLE rule_versions (
+    rule_id    TEXT    NOT NULL,
+    version    TEXT    NOT NULL,
+    file       TEXT    NOT NULL,
+    source     TEXT    NOT NULL,
+    loaded_at  INTEGER NOT NULL,
+    PRIMARY KEY (rule_id, version)
+) WITHOUT ROWID;

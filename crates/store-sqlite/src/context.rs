@@ -3,9 +3,9 @@
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
-    CachedOwner, ObjectsView, RunRecord, StoreError, TimerRecord, UnitOfWork,
+    CachedOwner, ObjectsView, RuleVersion, RunRecord, StoreError, TimerRecord, UnitOfWork,
 };
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::runs::{RUN_COLUMNS, parse_run_id, run_row};
 use crate::{queries, sql_error};
@@ -291,5 +291,52 @@ pub(crate) fn pending_count(connection: &Connection) -> Result<u64, StoreError> 
         .map_err(sql_error)?
         .query_row([], |row| row.get::<_, i64>(0))
         .map(|n| n as u64)
+        .map_err(sql_error)
+}
+
+pub(crate) fn save_rule_versions(
+    connection: &Connection,
+    versions: &[RuleVersion],
+) -> Result<(), StoreError> {
+    let mut insert = connection
+        .prepare_cached(
+            "INSERT INTO rule_versions (rule_id, version, file, source, loaded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (rule_id, version) DO NOTHING",
+        )
+        .map_err(sql_error)?;
+    for v in versions {
+        insert
+            .execute(params![
+                v.rule_id,
+                v.version,
+                v.file,
+                v.source,
+                v.loaded_at.as_millis()
+            ])
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn rule_version(
+    connection: &Connection,
+    rule_id: &str,
+    version: &str,
+) -> Result<Option<RuleVersion>, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT file, source, loaded_at FROM rule_versions WHERE rule_id = ?1 AND version = ?2",
+        )
+        .map_err(sql_error)?
+        .query_row(params![rule_id, version], |row| {
+            Ok(RuleVersion {
+                rule_id: rule_id.to_owned(),
+                version: version.to_owned(),
+                file: row.get(0)?,
+                source: row.get(1)?,
+                loaded_at: Timestamp(row.get(2)?),
+            })
+        })
+        .optional()
         .map_err(sql_error)
 }

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
     AppendOutcome, CachedOwner, InboxBatch, JournalEntry, ObjectState, ObjectsView, OutboxJob,
-    PendingEvent, PropertyHistoryEntry, ReceivedEvent, RunRecord, Store, StoreError, TimerRecord,
-    UnitOfWork,
+    PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, Store, StoreError,
+    TimerRecord, UnitOfWork,
 };
 use rusqlite::Connection;
 
@@ -178,6 +178,23 @@ impl Store for SqliteStore {
         let object = object.clone();
         self.readers
             .read(move |connection| context::timers_for(connection, &object))
+            .await
+    }
+
+    async fn save_rule_versions(&self, versions: Vec<RuleVersion>) -> Result<(), StoreError> {
+        self.writer
+            .write(move |connection| context::save_rule_versions(connection, &versions))
+            .await
+    }
+
+    async fn rule_version(
+        &self,
+        rule_id: &str,
+        version: &str,
+    ) -> Result<Option<RuleVersion>, StoreError> {
+        let (rule_id, version) = (rule_id.to_owned(), version.to_owned());
+        self.readers
+            .read(move |connection| context::rule_version(connection, &rule_id, &version))
             .await
     }
 

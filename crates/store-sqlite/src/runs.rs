@@ -46,15 +46,11 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
             })?;
     }
     let mut cancel = connection
-        .prepare_cached("DELETE FROM timers WHERE run_id = ?1 AND due_at = ?2 AND kind = ?3")
+        .prepare_cached("DELETE FROM timers WHERE run_id = ?1 AND due_at = ?2")
         .map_err(sql_error)?;
     for timer in &unit.timers_cancelled {
         cancel
-            .execute(params![
-                timer.run_id.as_str(),
-                timer.due_at.as_millis(),
-                timer.kind
-            ])
+            .execute(params![timer.run_id.as_str(), timer.due_at.as_millis()])
             .map_err(sql_error)?;
     }
     let mut schedule = connection

@@ -16,7 +16,7 @@ pub mod conformance;
 pub use model::{
     AppendOutcome, AssociationSync, AssociationWrite, CachedOwner, Deferral, InboxBatch,
     JournalEntry, JournalKind, ObjectMark, ObjectState, ObjectsView, OutboxJob, PendingEvent,
-    PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, RunRecord, TimerRecord,
-    UnitOfWork,
+    PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, RuleVersion, RunRecord,
+    TimerRecord, UnitOfWork,
 };
 pub use store::{Store, StoreError};

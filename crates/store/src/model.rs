@@ -137,7 +137,8 @@ pub struct UnitOfWork {
     pub journal: Vec<JournalEntry>,
     /// Runs created or changed, written whole (insert or replace by run id).
     pub runs: Vec<RunRecord>,
-    /// Timers to remove, then timers to add.
+    /// Timers to remove (by run and due time; the kind is not compared), then timers
+    /// to add.
     pub timers_cancelled: Vec<TimerRecord>,
     pub timers_scheduled: Vec<TimerRecord>,
     /// Actions to queue; one whose idempotency key is already queued is skipped.
@@ -276,4 +277,14 @@ pub struct OutboxJob {
     pub created_at: Timestamp,
     /// Not to be attempted before this time.
     pub next_at: Timestamp,
+}
+
+/// The text of one version of a rule, kept so runs that started with it can go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleVersion {
+    pub rule_id: String,
+    pub version: String,
+    pub file: String,
+    pub source: String,
+    pub loaded_at: Timestamp,
 }

@@ -4,7 +4,8 @@ use followthrough_core::{ObjectRef, RunId, Timestamp};
 
 use crate::model::{
     AppendOutcome, CachedOwner, InboxBatch, JournalEntry, ObjectState, ObjectsView, OutboxJob,
-    PendingEvent, PropertyHistoryEntry, ReceivedEvent, RunRecord, TimerRecord, UnitOfWork,
+    PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, TimerRecord,
+    UnitOfWork,
 };
 
 /// Why a store call failed. Callers at the HTTP edge answer these as an opaque 500 and
@@ -90,6 +91,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The pending timers of an object's runs, soonest first: for the trace.
     async fn timers_for(&self, object: &ObjectRef) -> Result<Vec<TimerRecord>, StoreError>;
+
+    /// Keeps these rule versions (a version already kept is left as it is).
+    async fn save_rule_versions(&self, versions: Vec<RuleVersion>) -> Result<(), StoreError>;
+
+    /// A kept rule version.
+    async fn rule_version(
+        &self,
+        rule_id: &str,
+        version: &str,
+    ) -> Result<Option<RuleVersion>, StoreError>;
 
     /// When the soonest pending timer is due, if any.
     async fn next_timer_at(&self) -> Result<Option<Timestamp>, StoreError>;
