@@ -9,6 +9,7 @@ pub mod engine;
 pub mod ingest;
 pub mod journal;
 pub mod listener;
+pub mod rules_handle;
 pub mod server;
 pub mod telemetry;
 pub mod trace;

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::context::plural;
 use crate::diagnostic::{Pos, Sink};
 use crate::duration::Delay;
 use crate::expr::Condition;
@@ -32,6 +33,8 @@ pub(crate) fn compile_rule(file: &Path, source: &str, sink: &mut Sink) -> Option
         sink,
         templates: TemplateBuilder::new(),
         properties: BTreeSet::new(),
+        paths: BTreeSet::new(),
+        sends_to_owner: false,
         reverts: Vec::new(),
     };
     let id = raw.id.value.trim().to_owned();
@@ -105,6 +108,13 @@ pub(crate) fn compile_rule(file: &Path, source: &str, sink: &mut Sink) -> Option
     if c.sink.diagnostics.len() > before {
         return None;
     }
+    let reads = reads_of(
+        c.paths
+            .iter()
+            .chain(c.templates.reads())
+            .map(String::as_str),
+        c.sends_to_owner,
+    );
     Some(Rule {
         id,
         description: raw.description.unwrap_or_default(),
@@ -123,7 +133,48 @@ pub(crate) fn compile_rule(file: &Path, source: &str, sink: &mut Sink) -> Option
         templates: c.templates.finish(),
         reverts: c.reverts,
         fill: Arc::new(c.properties),
+        reads,
     })
+}
+
+/// What the dotted `paths` a rule's conditions and templates read ask the engine to
+/// fetch; `sends_to_owner` when an action needs the owner's email (`slack_dm to: owner`).
+pub(crate) fn reads_of<'a>(
+    paths: impl IntoIterator<Item = &'a str>,
+    sends_to_owner: bool,
+) -> Reads {
+    let mut reads = Reads {
+        owner: sends_to_owner,
+        associated: BTreeSet::new(),
+    };
+    for path in paths {
+        let mut parts = path.split('.');
+        match (parts.next(), parts.next()) {
+            // The id is the object's `hubspot_owner_id`: known without a fetch.
+            (Some("owner"), Some("id")) => {}
+            (Some("owner"), _) => reads.owner = true,
+            (Some("associated"), Some(kind)) if !kind.is_empty() => {
+                reads.associated.insert(singular(kind));
+            }
+            _ => {}
+        }
+    }
+    reads
+}
+
+/// The type name behind a key of `associated`: `contacts` (the list) and `contact`
+/// (its first object) both mean `contact`; the inverse of [`plural`].
+fn singular(kind: &str) -> String {
+    if let Some(stem) = kind.strip_suffix("ies") {
+        let candidate = format!("{stem}y");
+        if plural(&candidate) == kind {
+            return candidate;
+        }
+    }
+    match kind.strip_suffix('s') {
+        Some(stem) if plural(stem) == kind => stem.to_owned(),
+        _ => kind.to_owned(),
+    }
 }
 
 /// FNV-1a of the file: stable across builds and platforms, unlike `DefaultHasher`, since
@@ -141,6 +192,10 @@ pub(crate) struct Compiler<'a> {
     pub(crate) sink: &'a mut Sink,
     pub(crate) templates: TemplateBuilder,
     properties: BTreeSet<String>,
+    /// Dotted paths the conditions read (`owner.email`, `associated.contacts`).
+    paths: BTreeSet<String>,
+    /// An action sends to or as the owner, so it needs the owner's email.
+    pub(crate) sends_to_owner: bool,
     pub(crate) reverts: Vec<String>,
 }
 
@@ -166,6 +221,7 @@ impl Compiler<'_> {
         match Condition::compile(&source.value) {
             Ok(condition) => {
                 self.properties.extend(condition.properties.iter().cloned());
+                self.paths.extend(condition.reads.iter().cloned());
                 Some(condition)
             }
             Err(e) => {
@@ -437,5 +493,35 @@ impl<T> TransposeAll<T> for Option<Option<T>> {
             Some(None) => None,
             Some(Some(v)) => Some(Some(v)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn associated_keys_map_back_to_type_names() {
+        for (key, kind) in [
+            ("contacts", "contact"),
+            ("contact", "contact"),
+            ("companies", "company"),
+            ("company", "company"),
+            ("deals", "deal"),
+            ("line_items", "line_item"),
+            ("journeys", "journey"),
+        ] {
+            assert_eq!(singular(key), kind, "{key}");
+            assert_eq!(singular(&plural(kind)), kind, "{kind}");
+        }
+    }
+
+    #[test]
+    fn owner_id_alone_needs_no_fetch() {
+        let reads = reads_of(["owner.id", "object.x", "associated"], false);
+        assert_eq!(reads, Reads::default());
+        assert!(reads_of(["owner.teams"], false).owner);
+        assert!(reads_of(["owner"], false).owner);
+        assert!(reads_of([], true).owner);
     }
 }

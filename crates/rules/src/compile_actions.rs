@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::compile::{Compiler, TransposeAll, pos};
 use crate::diagnostic::Pos;
-use crate::model::{Action, Body, Priority};
+use crate::model::{Action, Body, Priority, Recipient};
 use crate::raw::{RawStep, S};
 use crate::template::Text;
 
@@ -104,6 +104,8 @@ impl Compiler<'_> {
         if let Some(e) = &s.enroll_sequence {
             let sequence = self.text(&e.value.sequence);
             let sender = self.recipient(e.value.sender.as_ref());
+            // The sequence is sent as the owner: the connector needs their email.
+            self.sends_to_owner |= sender == Some(Recipient::Owner);
             return Some(Action::EnrollSequence {
                 sequence: sequence?,
                 sender: sender?,
@@ -121,6 +123,7 @@ impl Compiler<'_> {
         }
         if let Some(d) = &s.slack_dm {
             let to = self.recipient(Some(&d.value.to));
+            self.sends_to_owner |= to == Some(Recipient::Owner);
             let text = self.text(&d.value.text);
             return Some(Action::SlackDm {
                 to: to?,

@@ -37,9 +37,10 @@ pub use expr::{
 };
 pub use model::{
     Action, AssociationAction, Body, DEFAULT_ACTIVITY_PROPERTIES, DEFAULT_ENGAGEMENTS,
-    EventPattern, KeySpec, Mode, OnRetrigger, Priority, Recipient, Rule, Step, Trigger, WaitFor,
+    EventPattern, KeySpec, Mode, OnRetrigger, Priority, Reads, Recipient, Rule, Step, Trigger,
+    WaitFor,
 };
-pub use ruleset::{Candidate, ReadError, RuleSet, Subject, check_dir};
+pub use ruleset::{Candidate, ReadError, RuleSet, RuleSetDiff, Subject, check_dir};
 pub use run::{
     ActionDecision, Advance, Branch, ConditionTrace, Cursor, Decision, Frame, LookupDecision,
     RunState, RunStatus, TimerKind, Wait, Wake,

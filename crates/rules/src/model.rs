@@ -234,4 +234,44 @@ pub struct Rule {
     /// Properties read as `object.X`/`previous.X` by this rule's conditions; in a rule
     /// set, those of every rule, so one CEL context serves them all.
     pub(crate) fill: Arc<BTreeSet<String>>,
+    pub(crate) reads: Reads,
+}
+
+impl Rule {
+    /// What the rule reads of the owner and of associated objects: what the engine must
+    /// fetch before evaluating it. Computed once, when the rule is compiled.
+    pub fn reads(&self) -> &Reads {
+        &self.reads
+    }
+}
+
+/// What a rule reads beyond the object and the event, gathered from its conditions,
+/// templates and recipients at compile time.
+///
+/// Only what a rule *names* is known: `associated.contacts` names `contact`, while
+/// reading `associated` as a whole (`associated[t]`, `{% for k in associated %}`) names
+/// no type, and sees only the types fetched for other reasons.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// The rule reads something of the owner beyond its id (email, name, teams), in a
+    /// condition or template, or sends to `owner` (slack_dm to: owner, enroll_sequence
+    /// sender owner...). `owner.id` alone needs no fetch: it is the object's
+    /// `hubspot_owner_id`.
+    pub owner: bool,
+    /// Associated object types read, as followthrough's singular type names (`contact`,
+    /// `company`), from `associated.contacts`, `associated.company` etc.
+    pub associated: BTreeSet<String>,
+}
+
+impl Reads {
+    /// Nothing to fetch.
+    pub fn is_empty(&self) -> bool {
+        !self.owner && self.associated.is_empty()
+    }
+
+    /// Adds what `other` reads: what the candidate rules of one event read together.
+    pub fn merge(&mut self, other: &Reads) {
+        self.owner |= other.owner;
+        self.associated.extend(other.associated.iter().cloned());
+    }
 }

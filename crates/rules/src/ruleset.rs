@@ -48,6 +48,30 @@ pub struct Candidate<'a> {
     pub subject: Subject,
 }
 
+/// What changed between two loads of a rules folder, by rule id (each list sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSetDiff {
+    /// In the newer set only.
+    pub added: Vec<String>,
+    /// In both, with another version (file hash), and not in `disabled`.
+    pub changed: Vec<String>,
+    /// In the older set only.
+    pub removed: Vec<String>,
+    /// Enabled in the older set, disabled in the newer one. Disabling a rule edits its
+    /// file, so these also have a new version; they are not repeated in `changed`.
+    pub disabled: Vec<String>,
+}
+
+impl RuleSetDiff {
+    /// The two sets hold the same rules, in the same versions.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.removed.is_empty()
+            && self.disabled.is_empty()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read {path}: {source}")]
 pub struct ReadError {
@@ -210,6 +234,35 @@ impl RuleSet {
         }
     }
 
+    /// What `newer` adds, changes, removes and disables relative to this set: after a
+    /// reload, the engine cancels the runs of removed and disabled rules.
+    pub fn diff(&self, newer: &RuleSet) -> RuleSetDiff {
+        let mut diff = RuleSetDiff::default();
+        for rule in &newer.rules {
+            match self.get(&rule.id) {
+                None => diff.added.push(rule.id.clone()),
+                Some(old) if old.enabled && !rule.enabled => diff.disabled.push(rule.id.clone()),
+                Some(old) if old.version != rule.version => diff.changed.push(rule.id.clone()),
+                Some(_) => {}
+            }
+        }
+        diff.removed = self
+            .rules
+            .iter()
+            .filter(|rule| newer.get(&rule.id).is_none())
+            .map(|rule| rule.id.clone())
+            .collect();
+        for list in [
+            &mut diff.added,
+            &mut diff.changed,
+            &mut diff.removed,
+            &mut diff.disabled,
+        ] {
+            list.sort();
+        }
+        diff
+    }
+
     /// Parses one rule from text (tests, the API's "validate this rule").
     pub fn parse_rule(file: &Path, source: &str) -> Result<Rule, Vec<Diagnostic>> {
         let mut sink = Sink::new(file);
@@ -285,4 +338,50 @@ fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
             && !name.ends_with(".test.yaml")
             && !name.ends_with(".test.yml")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: &str, enabled: bool, text: &str) -> Rule {
+        let source = format!(
+            "id: {id}\nenabled: {enabled}\non: {{ object: deal, event: created }}\nsteps:\n  - slack_message: {{ channel: '#x', text: '{text}' }}\n"
+        );
+        RuleSet::parse_rule(Path::new(&format!("{id}.yaml")), &source).unwrap()
+    }
+
+    #[test]
+    fn diff_names_added_changed_removed_and_disabled_rules() {
+        let older = RuleSet::new(vec![
+            rule("same", true, "a"),
+            rule("edited", true, "a"),
+            rule("gone", true, "a"),
+            rule("switched-off", true, "a"),
+            rule("still-off", false, "a"),
+            rule("switched-on", false, "a"),
+        ]);
+        let newer = RuleSet::new(vec![
+            rule("same", true, "a"),
+            rule("edited", true, "b"),
+            rule("switched-off", false, "a"),
+            rule("still-off", false, "a"),
+            rule("switched-on", true, "a"),
+            rule("new-b", true, "a"),
+            rule("new-a", true, "a"),
+        ]);
+        let diff = older.diff(&newer);
+        assert_eq!(
+            diff,
+            RuleSetDiff {
+                added: vec!["new-a".into(), "new-b".into()],
+                changed: vec!["edited".into(), "switched-on".into()],
+                removed: vec!["gone".into()],
+                disabled: vec!["switched-off".into()],
+            }
+        );
+        assert!(!diff.is_empty());
+        assert!(newer.diff(&newer).is_empty());
+        assert!(RuleSet::default().diff(&RuleSet::default()).is_empty());
+    }
 }

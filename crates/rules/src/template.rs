@@ -4,6 +4,7 @@
 //! fuel so a template cannot loop without end, and lenient undefined values so a
 //! missing property prints as an empty string, like an empty HubSpot field.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use minijinja::Environment;
@@ -39,6 +40,8 @@ pub struct Templates {
 pub(crate) struct TemplateBuilder {
     env: Environment<'static>,
     next: usize,
+    /// Dotted paths of the context the templates read (`owner.name`, `associated.deals`).
+    reads: BTreeSet<String>,
 }
 
 impl TemplateBuilder {
@@ -48,7 +51,11 @@ impl TemplateBuilder {
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
         // Messages are plain text (Slack, CRM fields): no HTML escaping.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        Self { env, next: 0 }
+        Self {
+            env,
+            next: 0,
+            reads: BTreeSet::new(),
+        }
     }
 
     /// Compiles `source`, checking syntax and that it only uses the context's roots.
@@ -86,10 +93,23 @@ impl TemplateBuilder {
                 line: 0,
             });
         }
+        // Attribute chains from a root, as far as they are written: `{{ owner.name }}`
+        // reads `owner.name`, `{{ owner['name'] }}` reads all of `owner`.
+        self.reads.extend(
+            template
+                .undeclared_variables(true)
+                .into_iter()
+                .filter(|path| ROOTS.contains(&path.split('.').next().unwrap_or_default())),
+        );
         Ok(Text::Template {
             name,
             source: source.to_owned(),
         })
+    }
+
+    /// The dotted paths read by the templates added so far.
+    pub fn reads(&self) -> &BTreeSet<String> {
+        &self.reads
     }
 
     pub fn finish(self) -> Templates {
@@ -158,6 +178,26 @@ mod tests {
             serde_json::json!({"object": {"dealname": "Acme"}}),
         ));
         assert_eq!(templates.render(&t, &ctx).unwrap(), "Deal Acme <b>");
+    }
+
+    #[test]
+    fn records_the_paths_templates_read() {
+        let mut b = TemplateBuilder::new();
+        b.add("plain text, no template").unwrap();
+        b.add("{{ owner.name }} {% for c in associated.contacts %}{{ c.email }} {{ loop.index }}{% endfor %}")
+            .unwrap();
+        b.add("{{ owner['teams'] | join(',') }} {{ object.dealname | upper }}")
+            .unwrap();
+        let reads: Vec<&str> = b.reads().iter().map(String::as_str).collect();
+        assert_eq!(
+            reads,
+            [
+                "associated.contacts",
+                "object.dealname",
+                "owner",
+                "owner.name"
+            ]
+        );
     }
 
     #[test]

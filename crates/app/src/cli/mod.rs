@@ -1,6 +1,7 @@
 //! The command line: `followthrough <command>`. Data goes to stdout, diagnostics to
 //! stderr; exit 0 on success, 1 on failure, 2 on bad usage.
 
+mod reload;
 mod replay;
 mod rules;
 mod serve;
@@ -89,6 +90,14 @@ enum Command {
         /// canonical event (JSON object).
         file: PathBuf,
     },
+    /// Check the rules folder, then make the running `serve` reload it: SIGHUP to the
+    /// process in server.pid_file. Exit 1 if a rule is invalid (nothing is signalled), 2
+    /// if no running server is found.
+    Reload {
+        /// Rules folder to check (default: rules.dir); the server reloads its own.
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -167,6 +176,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 until,
                 calendar: config.rules.calendar()?,
             })
+        }
+        Command::Reload { rules } => {
+            let (dir, config) = rules_dir(cli.config.as_deref(), rules)?;
+            reload::run(&dir, &config.server.pid_file)
         }
     }
 }

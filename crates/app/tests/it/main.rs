@@ -4,5 +4,6 @@
 mod crash;
 mod helpers;
 mod ingest;
+mod reload;
 mod rules_cli;
 mod state;
