@@ -27,6 +27,7 @@ pub struct TestApp {
     /// The fake HubSpot API the engine reads owners and linked objects from.
     pub hubspot: FakeHubSpot,
     pub rules_dir: PathBuf,
+    extra: String,
     running: RunningServer,
     _dir: tempfile::TempDir,
 }
@@ -54,13 +55,25 @@ pub fn example_rule(file: &str) -> (String, String) {
 /// CRM connector, and a manual clock.
 pub async fn spawn_app_with_rules(rules: &[(String, String)], extra: &str) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("followthrough.db");
     let rules_dir = dir.path().join("rules");
     std::fs::create_dir_all(&rules_dir).unwrap();
     for (name, text) in rules {
         std::fs::write(rules_dir.join(name), text).unwrap();
     }
     let hubspot = FakeHubSpot::start().await;
+    let clock = ManualClock::new(SystemClock.now());
+    spawn_in(dir, hubspot, clock, extra).await
+}
+
+/// Spawns the server on the store and rules already in `dir`.
+async fn spawn_in(
+    dir: tempfile::TempDir,
+    hubspot: FakeHubSpot,
+    clock: ManualClock,
+    extra: &str,
+) -> TestApp {
+    let db_path = dir.path().join("followthrough.db");
+    let rules_dir = dir.path().join("rules");
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\npid_file = \"\"\n[store]\nurl = \"sqlite://{}\"\n[rules]\ndir = \"{}\"\n[sources.hubspot]\nclient_secret = \"{SECRET}\"\n[connectors.hubspot]\nbase_url = \"{}\"\ntoken = \"{}\"\n",
         db_path.display(),
@@ -73,7 +86,6 @@ pub async fn spawn_app_with_rules(rules: &[(String, String)], extra: &str) -> Te
         .validate()
         .unwrap();
     let store = Arc::new(SqliteStore::open(&db_path, true).unwrap());
-    let clock = ManualClock::new(SystemClock.now());
     let rules = RulesHandle::load(&config.config.rules.dir).expect("test rules are valid");
     let crm = HubSpotReader::new(
         &hubspot.base_url(),
@@ -101,6 +113,7 @@ pub async fn spawn_app_with_rules(rules: &[(String, String)], extra: &str) -> Te
         client: reqwest::Client::new(),
         hubspot,
         rules_dir,
+        extra: extra.to_owned(),
         running,
         _dir: dir,
     }
@@ -162,6 +175,24 @@ impl TestApp {
         self.running.shutdown.cancel();
         self.running.handle.await.unwrap().unwrap();
         self._dir
+    }
+
+    /// Stops the server, lets `down` pass on the clock, and starts it again on the same
+    /// store, rules and fake CRM (with `extra` config in place of the first one's).
+    pub async fn restart_after(self, down: Duration, extra: Option<&str>) -> TestApp {
+        let TestApp {
+            clock,
+            hubspot,
+            extra: first_extra,
+            running,
+            _dir: dir,
+            ..
+        } = self;
+        running.shutdown.cancel();
+        running.handle.await.unwrap().unwrap();
+        clock.advance(down);
+        let extra = extra.unwrap_or(&first_extra);
+        spawn_in(dir, hubspot, clock, extra).await
     }
 }
 
