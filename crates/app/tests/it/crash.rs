@@ -12,7 +12,7 @@ use followthrough_core::{Clock as _, SystemClock};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::helpers::{SECRET, count, property_change, signed_headers};
+use crate::helpers::{SECRET, count, example_rule, property_change, signed_headers};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -23,8 +23,11 @@ fn free_port() -> u16 {
 }
 
 fn start_server(db: &Path, port: u16) -> Child {
+    let rules = db.with_extension("rules");
     Command::new(env!("CARGO_BIN_EXE_followthrough"))
         .arg("serve")
+        // Absent unless a test creates it: no rules.
+        .env("FOLLOWTHROUGH__RULES__DIR", rules.display().to_string())
         .env("FOLLOWTHROUGH__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("FOLLOWTHROUGH__SERVER__PUBLIC_URL", "http://127.0.0.1:8080")
         .env(
@@ -220,4 +223,157 @@ async fn sigterm_finishes_the_request_in_flight_then_closes_the_store() {
         .map(|m| m.len())
         .unwrap_or(0);
     assert_eq!(wal, 0, "WAL left with {wal} bytes");
+}
+
+const FOLLOW_UP_RULE: &str = r#"id: demo-follow-up
+description: A demo request gets a follow-up task a second later.
+on: { object: contact, change: demo_requested, to: "yes" }
+steps:
+  - wait: 1s
+  - create_task: { subject: "Follow up the demo request", owner: owner }
+"#;
+
+/// The 4 events of one contact, in order: owner, lead, demo request, SQL.
+fn contact_events(contact: u64, base: i64) -> Vec<Value> {
+    let steps = [
+        ("hubspot_owner_id", "7"),
+        ("lifecyclestage", "lead"),
+        ("demo_requested", "yes"),
+        ("lifecyclestage", "salesqualifiedlead"),
+    ];
+    steps
+        .iter()
+        .enumerate()
+        .map(|(step, (name, value))| {
+            let event_id = contact * 10 + step as u64;
+            property_change(event_id, "contact", contact, base + step as i64, name, value)
+        })
+        .collect()
+}
+
+/// A pseudo-random number of milliseconds in `range`, from the clock's nanoseconds.
+fn jitter(range: std::ops::Range<u64>) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    range.start + nanos % (range.end - range.start)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_at_random_points_loses_no_event_and_queues_no_action_twice() {
+    const CONTACTS: u64 = 5_000; // x 4 events = 20,000
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("engine.db");
+    let rules = db.with_extension("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    let (name, text) = example_rule("new-sql-gets-a-call.yaml");
+    std::fs::write(rules.join(name), text).unwrap();
+    std::fs::write(rules.join("demo-follow-up.yaml"), FOLLOW_UP_RULE).unwrap();
+
+    let port = free_port();
+    let server = Arc::new(Mutex::new(start_server(&db, port)));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    wait_ready(&client, port).await;
+
+    // 200 webhooks of 25 contacts x 4 events, sent by 4 concurrent senders; each retries
+    // a webhook until it gets a 200, as HubSpot does.
+    let base = SystemClock.now().as_millis();
+    let batches: Vec<String> = (0..CONTACTS / 25)
+        .map(|b| {
+            let events: Vec<Value> = (b * 25..(b + 1) * 25)
+                .flat_map(|c| contact_events(1 + c, base))
+                .collect();
+            Value::from(events).to_string()
+        })
+        .collect();
+    let batches = Arc::new(batches);
+    let mut senders = Vec::new();
+    for sender in 0..4usize {
+        let (client, batches) = (client.clone(), Arc::clone(&batches));
+        senders.push(tokio::spawn(async move {
+            for body in batches.iter().skip(sender).step_by(4) {
+                loop {
+                    let now = SystemClock.now().as_millis();
+                    let mut request = client
+                        .post(format!("http://127.0.0.1:{port}/webhooks/hubspot"))
+                        .body(body.clone());
+                    for (name, value) in signed_headers(
+                        SECRET,
+                        "http://127.0.0.1:8080/webhooks/hubspot",
+                        body,
+                        now,
+                    ) {
+                        request = request.header(name, value);
+                    }
+                    match request.send().await {
+                        Ok(response) if response.status() == 200 => break,
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }
+        }));
+    }
+    // Kill the server without warning at random moments, while it ingests, applies and
+    // fires timers; restart it at once each time.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(jitter(200..1_200))).await;
+        let mut running = server.lock().await;
+        running.kill().unwrap(); // SIGKILL
+        running.wait().unwrap();
+        *running = start_server(&db, port);
+        drop(running);
+        wait_ready(&client, port).await;
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+
+    // Everything applied, every timer fired, every action queued.
+    let expected_actions = (CONTACTS * 2) as i64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = count(&db, "SELECT COUNT(*) FROM inbox_pending");
+        let timers = count(&db, "SELECT COUNT(*) FROM timers");
+        let queued = count(&db, "SELECT COUNT(*) FROM outbox");
+        if pending == 0 && timers == 0 && queued >= expected_actions {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not done: {pending} events pending, {timers} timers, {queued} actions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = (CONTACTS * 4) as i64;
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox"), events, "each event stored once");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox_applied"), events, "and applied once");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox"), expected_actions);
+    assert_eq!(
+        count(&db, "SELECT COUNT(DISTINCT idempotency_key) FROM outbox"),
+        expected_actions
+    );
+    // Exactly one of each task per contact: no action lost, none queued twice.
+    for subject in ["Initial outreach call", "Follow up the demo request"] {
+        let per_contact = count(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM (SELECT object FROM outbox
+                 WHERE json_extract(params_json, '$.subject') = '{subject}'
+                 GROUP BY object HAVING COUNT(*) = 1)"
+            ),
+        );
+        assert_eq!(per_contact, CONTACTS as i64, "{subject}");
+    }
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM runs WHERE status != 'completed'"),
+        0,
+        "every run completed"
+    );
+    let mut running = server.lock().await;
+    running.kill().unwrap();
+    running.wait().unwrap();
 }
