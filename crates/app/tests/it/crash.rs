@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 
 use crate::helpers::{SECRET, count, example_rule, property_change, signed_headers};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -22,7 +22,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_server(db: &Path, port: u16) -> Child {
+pub(crate) fn start_server(db: &Path, port: u16) -> Child {
     let rules = db.with_extension("rules");
     Command::new(env!("CARGO_BIN_EXE_followthrough"))
         .arg("serve")
@@ -46,7 +46,7 @@ fn start_server(db: &Path, port: u16) -> Child {
         .unwrap()
 }
 
-async fn wait_ready(client: &reqwest::Client, port: u16) {
+pub(crate) async fn wait_ready(client: &reqwest::Client, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(response) = client

@@ -190,3 +190,96 @@ fn reload_without_a_running_server_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("send it SIGHUP yourself"), "{stderr}");
 }
+
+const HOURLY_RULE: &str = r#"id: follow-up-in-an-hour
+description: A demo request gets a follow-up task an hour later.
+on: { object: contact, change: demo_requested, to: "yes" }
+steps:
+  - wait: 1h
+  - create_task: { subject: "Follow up the demo request" }
+"#;
+
+/// The real server: a rule with a 1-hour wait gets runs; an invalid edit is refused by
+/// `reload` and by SIGHUP alike (the old rules stay in force); removing the rule and
+/// reloading cancels its waiting runs, with the reason in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_a_rule_cancels_its_waiting_runs_and_a_bad_one_changes_nothing() {
+    use crate::crash::{free_port, start_server, wait_ready};
+    use crate::helpers::{SECRET, count, property_change, signed_headers};
+    use followthrough_core::{Clock as _, SystemClock};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("reload.db");
+    let rules = db.with_extension("rules"); // the folder start_server points at
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("follow-up.yaml"), HOURLY_RULE).unwrap();
+    let port = free_port();
+    let mut server = start_server(&db, port);
+    let client = reqwest::Client::new();
+    wait_ready(&client, port).await;
+
+    let post = |contact: u64| {
+        let client = client.clone();
+        async move {
+            let at = SystemClock.now().as_millis();
+            let body = serde_json::json!([property_change(contact, "contact", contact, at, "demo_requested", "yes")]).to_string();
+            let mut request = client
+                .post(format!("http://127.0.0.1:{port}/webhooks/hubspot"))
+                .body(body.clone());
+            for (name, value) in signed_headers(SECRET, "http://127.0.0.1:8080/webhooks/hubspot", &body, at) {
+                request = request.header(name, value);
+            }
+            assert_eq!(request.send().await.unwrap().status(), 200);
+        }
+    };
+    let waiting = || count(&db, "SELECT COUNT(*) FROM runs WHERE status = 'waiting'");
+    post(1).await;
+    assert!(wait_for(|| waiting() == 1), "a run waits");
+
+    // An invalid rule: `reload` refuses it and signals nothing; a SIGHUP sent anyway is
+    // refused by the server, which keeps its rules.
+    std::fs::write(rules.join("broken.yaml"), "id: broken\non: { object: contact }\nsteps: []\n").unwrap();
+    let config = dir.path().join("followthrough.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\npid_file = {:?}\n[rules]\ndir = {:?}\n", db.with_extension("pid"), rules),
+    )
+    .unwrap();
+    let reload = || {
+        Command::new(env!("CARGO_BIN_EXE_followthrough"))
+            .arg("--config")
+            .arg(&config)
+            .arg("reload")
+            .output()
+            .unwrap()
+    };
+    let refused = reload();
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("broken.yaml:"), "{}", text(&refused.stderr));
+    let hup = Command::new("kill").args(["-HUP", &server.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.try_wait().unwrap().is_none(), "SIGHUP does not stop the server");
+    post(2).await;
+    assert!(wait_for(|| waiting() == 2), "the rule is still in force");
+
+    // Without the rule (and the broken file), a reload cancels its waiting runs.
+    std::fs::remove_file(rules.join("broken.yaml")).unwrap();
+    std::fs::remove_file(rules.join("follow-up.yaml")).unwrap();
+    let reloaded = reload();
+    assert_eq!(reloaded.status.code(), Some(0), "{}", text(&reloaded.stderr));
+    let cancelled = || {
+        count(
+            &db,
+            "SELECT COUNT(*) FROM runs WHERE status = 'cancelled' AND reason = 'its rule was removed by a reload'",
+        )
+    };
+    assert!(wait_for(|| cancelled() == 2), "both runs cancelled: {}", cancelled());
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM timers"), 0, "and their timers");
+    assert!(
+        count(&db, "SELECT COUNT(*) FROM journal WHERE kind = 'run' AND summary LIKE '%removed by a reload%'") >= 2,
+        "journaled"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
