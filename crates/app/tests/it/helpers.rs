@@ -26,7 +26,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The fake HubSpot API the engine reads owners and linked objects from.
     pub hubspot: FakeHubSpot,
-    pub rules_dir: PathBuf,
     extra: String,
     running: RunningServer,
     _dir: tempfile::TempDir,
@@ -112,7 +111,6 @@ async fn spawn_in(
         clock,
         client: reqwest::Client::new(),
         hubspot,
-        rules_dir,
         extra: extra.to_owned(),
         running,
         _dir: dir,
