@@ -450,3 +450,46 @@ async fn events_of_a_thousand_objects_from_concurrent_requests_apply_in_each_obj
     let last = app.count("SELECT COUNT(*) FROM object_properties WHERE name = 'step' AND value_json = '\"10\"'");
     assert_eq!(last, OBJECTS as i64, "every object ends at its last step");
 }
+
+#[tokio::test]
+async fn a_run_keeps_the_rule_version_it_started_with_across_edits_and_restarts() {
+    let version = |subject: &str| WAIT_RULE.replace("Follow up the demo request", subject);
+    let rule = ("follow-up.yaml".to_owned(), version("Follow up (v1)"));
+    let app = spawn_app_with_rules(&[rule], "").await;
+    let mut id = 0;
+    set(&app, &mut id, "contact", 1, &[("demo_requested", "yes")]).await;
+    app.settle().await;
+
+    // The rule changes while contact 1's run waits; contact 2 starts under the new one.
+    std::fs::write(app.rules_dir.join("follow-up.yaml"), version("Follow up (v2)")).unwrap();
+    let diff = app.rules.reload().unwrap();
+    assert_eq!(diff.changed, vec!["follow-up-in-an-hour".to_owned()]);
+    set(&app, &mut id, "contact", 2, &[("demo_requested", "yes")]).await;
+    app.settle().await;
+
+    // Across a restart (which loads only v2 from the folder) each run finishes with its own.
+    let app = app.restart_after(2 * HOUR, None).await;
+    app.settle().await;
+    let subject = |jobs: Vec<OutboxJob>| jobs[0].params["subject"].as_str().unwrap().to_owned();
+    assert_eq!(subject(outbox(&app, &contact(1)).await), "Follow up (v1)");
+    assert_eq!(subject(outbox(&app, &contact(2)).await), "Follow up (v2)");
+}
+
+#[tokio::test]
+async fn a_restart_within_one_batch_leaves_one_waiting_run() {
+    let app = spawn_app_with_rules(&[example_rule("lead-gone-cold.yaml")], "").await;
+    app.hubspot.add_owner(owner("7", "sam@example.com", "Sam", "Field"));
+    let mut id = 0;
+    // Three activities of one contact in one webhook: each restarts the wait.
+    set(&app, &mut id, "contact", 610, &[
+        ("hubspot_owner_id", "7"),
+        ("notes_last_contacted", "1"),
+        ("hs_last_sales_activity_timestamp", "2"),
+        ("notes_last_contacted", "3"),
+    ])
+    .await;
+    app.settle().await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM runs WHERE status = 'waiting'"), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM runs WHERE status = 'cancelled'"), 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM timers"), 1);
+}

@@ -26,6 +26,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The fake HubSpot API the engine reads owners and linked objects from.
     pub hubspot: FakeHubSpot,
+    /// The rules the server runs; a test may edit the files and `reload()`.
+    pub rules: Arc<RulesHandle>,
+    pub rules_dir: PathBuf,
     extra: String,
     running: RunningServer,
     _dir: tempfile::TempDir,
@@ -85,7 +88,7 @@ async fn spawn_in(
         .validate()
         .unwrap();
     let store = Arc::new(SqliteStore::open(&db_path, true).unwrap());
-    let rules = RulesHandle::load(&config.config.rules.dir).expect("test rules are valid");
+    let rules = Arc::new(RulesHandle::load(&config.config.rules.dir).expect("test rules are valid"));
     let crm = HubSpotReader::new(
         &hubspot.base_url(),
         hubspot.token().into(),
@@ -97,7 +100,7 @@ async fn spawn_in(
         Services {
             store: store.clone() as Arc<dyn Store>,
             clock: Arc::new(clock.clone()),
-            rules: Arc::new(rules),
+            rules: Arc::clone(&rules),
             crm: Some(Arc::new(crm) as Arc<dyn CrmReader>),
         },
     )
@@ -111,6 +114,8 @@ async fn spawn_in(
         clock,
         client: reqwest::Client::new(),
         hubspot,
+        rules,
+        rules_dir,
         extra: extra.to_owned(),
         running,
         _dir: dir,
