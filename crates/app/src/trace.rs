@@ -15,6 +15,18 @@ use serde_json::{Value, json};
 pub struct Trace {
     pub object: TracedObject,
     pub timeline: Vec<TimelineEntry>,
+    /// What will happen next: the pending timers of the object's runs, soonest first.
+    pub upcoming: Vec<Upcoming>,
+}
+
+/// A pending timer of one of the object's runs.
+#[derive(Debug, Serialize)]
+pub struct Upcoming {
+    pub due_at: String,
+    pub run_id: String,
+    pub rule_id: String,
+    /// `wait` (the run goes on) or `wait_for_timeout` (its `on_timeout` branch runs).
+    pub kind: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -90,6 +102,22 @@ pub async fn build(
     timeline.extend(journal.into_iter().map(timeline_entry));
     // Stable: receipts come before what was done with them at the same millisecond.
     timeline.sort_by_key(|entry| entry.at_ms);
+    let runs = store.runs_for(object).await?;
+    let upcoming = store
+        .timers_for(object)
+        .await?
+        .into_iter()
+        .map(|timer| Upcoming {
+            due_at: timer.due_at.to_rfc3339(),
+            rule_id: runs
+                .iter()
+                .find(|run| run.run_id == timer.run_id)
+                .map(|run| run.rule_id.clone())
+                .unwrap_or_default(),
+            run_id: timer.run_id.to_string(),
+            kind: timer.kind,
+        })
+        .collect();
     let (properties, first_seen_at, deleted_at) = match &state {
         Some(state) => (
             state.values(),
@@ -108,6 +136,7 @@ pub async fn build(
             deleted_at,
         },
         timeline,
+        upcoming,
     }))
 }
 
@@ -147,6 +176,21 @@ impl Trace {
         let _ = writeln!(out, "\ntimeline:");
         for entry in &self.timeline {
             let _ = writeln!(out, "  {}  {:<7}  {}", entry.at, entry.kind, entry.summary);
+        }
+        if !self.upcoming.is_empty() {
+            let _ = writeln!(out, "\nnext:");
+            for next in &self.upcoming {
+                let what = if next.kind == "wait_for_timeout" {
+                    "gives up waiting (on_timeout)"
+                } else {
+                    "wakes up"
+                };
+                let _ = writeln!(
+                    out,
+                    "  {}  run {} of rule {} {what}",
+                    next.due_at, next.run_id, next.rule_id
+                );
+            }
         }
         out
     }

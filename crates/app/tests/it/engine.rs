@@ -208,6 +208,22 @@ async fn negotiation_without_next_step_is_reverted_and_escalated_unless_filled()
         assert_eq!(jobs[1].params["property"], "dealstage");
         assert_eq!(jobs[1].params["value"], "proposal");
     }
+    // The trace tells the story so far and what comes next.
+    let trace = followthrough::trace::build(app.store.as_ref(), &deal(9001), &Default::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = trace.render();
+    for line in [
+        "rule negotiation-needs-next-step matched",
+        "slack_dm queued by run",
+        "revert queued by run",
+        "scheduled at",
+        "\nnext:\n",
+        "of rule negotiation-needs-next-step gives up waiting (on_timeout)",
+    ] {
+        assert!(text.contains(line), "`{line}` in:\n{text}");
+    }
     let first = outbox(&app, &deal(9001)).await;
     assert_eq!(
         first[0].params["text"],
