@@ -49,15 +49,26 @@ pub fn rule_evaluated(
         TriggerDecision::NoMatch { reason, guard } => ("no_match", format!("did not match: {reason}"), guard),
         TriggerDecision::Failed { why, guard } => ("failed", format!("could not be evaluated: {why}"), guard),
     };
+    let guard = guard.as_ref().map(|g| redacted_trace(g, redactor));
+    // The values that decided it, in the summary too: what a person reading the trace
+    // asks first.
+    let inputs = guard
+        .as_ref()
+        .and_then(|g| g["inputs"].as_object())
+        .filter(|inputs| !inputs.is_empty())
+        .map(|inputs| {
+            let shown: Vec<String> = inputs.iter().map(|(path, value)| format!("{path} = {value}")).collect();
+            format!(" [{}]", shown.join(", "))
+        })
+        .unwrap_or_default();
     entry(
         at,
         object,
         JournalKind::Rule,
-        format!("rule {} {text}", rule.id),
+        format!("rule {} {text}{inputs}", rule.id),
         json!({
             "rule_id": rule.id, "rule_version": rule.version, "event_id": event.id,
-            "outcome": outcome,
-            "guard": guard.as_ref().map(|g| redacted_trace(g, redactor)),
+            "outcome": outcome, "guard": guard,
         }),
     )
 }
