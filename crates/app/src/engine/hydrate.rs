@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use followthrough_core::{EventId, ObjectRef, Timestamp};
-use followthrough_rules::{Rule, RuleSet, RunState};
+use followthrough_core::{EventId, EventKind, ObjectRef, Timestamp};
+use followthrough_rules::{Rule, RuleSet, RunState, Subject};
 use followthrough_store::{
     AssociationSync, CachedOwner, JournalEntry, ObjectMark, ObjectsView, PendingEvent,
     PropertyWrite,
@@ -28,17 +28,48 @@ pub struct Needs {
     pub owners: BTreeMap<String, BTreeSet<ObjectRef>>,
     /// (object, linked type) pairs.
     pub links: BTreeSet<(ObjectRef, String)>,
+    /// Object a context is about -> the objects whose events wait if it cannot be had
+    /// (an engagement's event waits for its contacts' context).
+    pub dependents: BTreeMap<ObjectRef, BTreeSet<ObjectRef>>,
 }
 
 impl Needs {
     pub fn is_empty(&self) -> bool {
         self.owners.is_empty() && self.links.is_empty()
     }
+
+    /// The event objects that must wait because these context objects failed.
+    pub fn blocked(&self, failed: &BTreeMap<ObjectRef, String>) -> BTreeMap<ObjectRef, String> {
+        let mut blocked = failed.clone();
+        for (object, why) in failed {
+            for dependent in self.dependents.get(object).into_iter().flatten() {
+                blocked.entry(dependent.clone()).or_insert_with(|| why.clone());
+            }
+        }
+        blocked
+    }
 }
 
-/// Adds what `rule` reads about `object` (whose owner ids are `owner_ids`).
-fn add_rule(needs: &mut Needs, rule: &Rule, object: &ObjectRef, owner_ids: &BTreeSet<String>) {
+/// Adds what `rule` reads about `object` (whose owner ids are `owner_ids`), for an
+/// event of `event_object`.
+fn add_rule(
+    needs: &mut Needs,
+    rule: &Rule,
+    object: &ObjectRef,
+    owner_ids: &BTreeSet<String>,
+    event_object: &ObjectRef,
+) {
     let reads = rule.reads();
+    if reads.is_empty() {
+        return;
+    }
+    if object != event_object {
+        needs
+            .dependents
+            .entry(object.clone())
+            .or_default()
+            .insert(event_object.clone());
+    }
     if reads.owner {
         for id in owner_ids {
             needs
@@ -92,22 +123,48 @@ pub fn needs(
             .or_default()
             .push(run.rule_id.as_str());
     }
+    let linked_to = |object: &ObjectRef| -> Vec<&ObjectRef> {
+        view.links
+            .iter()
+            .filter(|(from, _)| from == object)
+            .map(|(_, to)| to)
+            .collect()
+    };
     for pending in events {
         let event = &pending.event;
+        let here = &event.object;
+        // The creation of an engagement concerns the objects it is linked to: their
+        // rules and waiting runs read their context.
+        let subjects: Vec<&ObjectRef> = if matches!(event.kind, EventKind::Created) {
+            std::iter::once(here).chain(linked_to(here)).collect()
+        } else {
+            vec![here]
+        };
         for candidate in rules.matching(event) {
-            // An engagement's rules are about the objects it is linked to: their
-            // context is checked when the linked objects are known (see `Engine`).
-            add_rule(&mut needs, candidate.rule, &event.object, ids_of(&event.object));
+            match candidate.subject {
+                Subject::EventObject => {
+                    add_rule(&mut needs, candidate.rule, here, ids_of(here), here)
+                }
+                Subject::Associated => {
+                    for linked in subjects.iter().skip(1) {
+                        if linked.object_type == candidate.rule.trigger.object {
+                            add_rule(&mut needs, candidate.rule, linked, ids_of(linked), here);
+                        }
+                    }
+                }
+            }
         }
-        for rule_id in runs_by_object.get(&event.object).into_iter().flatten() {
-            if let Some(rule) = rules.get(rule_id) {
-                add_rule(&mut needs, rule, &event.object, ids_of(&event.object));
+        for subject in &subjects {
+            for rule_id in runs_by_object.get(subject).into_iter().flatten() {
+                if let Some(rule) = rules.get(rule_id) {
+                    add_rule(&mut needs, rule, subject, ids_of(subject), here);
+                }
             }
         }
     }
     for run in timer_runs {
         if let Some(rule) = rules.get(&run.rule_id) {
-            add_rule(&mut needs, rule, &run.object, ids_of(&run.object));
+            add_rule(&mut needs, rule, &run.object, ids_of(&run.object), &run.object);
         }
     }
     needs

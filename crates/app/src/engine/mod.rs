@@ -132,6 +132,35 @@ impl Engine {
         objects.extend(timer_runs.iter().map(|r| r.object.clone()));
         let requested: Vec<ObjectRef> = objects.iter().cloned().collect();
         let mut view = store.load_objects(&requested).await?;
+        let mut requested = requested;
+        // Links this batch creates count for what it must load and fetch: a call linked
+        // to a contact and created in the same webhook is activity on that contact.
+        for pending in &events {
+            if let followthrough_core::EventKind::AssociationChange { to, removed: false, .. } =
+                &pending.event.kind
+            {
+                let from = &pending.event.object;
+                view.links.push((from.clone(), to.clone()));
+                view.links.push((to.clone(), from.clone()));
+            }
+        }
+
+        // The objects engagements are linked to, with their runs: an engagement's
+        // creation is activity on them.
+        let engagements: BTreeSet<&ObjectRef> = events
+            .iter()
+            .filter(|p| matches!(p.event.kind, followthrough_core::EventKind::Created))
+            .map(|p| &p.event.object)
+            .collect();
+        let linked: Vec<ObjectRef> = view
+            .links
+            .iter()
+            .filter(|(from, to)| engagements.contains(from) && !objects.contains(to))
+            .map(|(_, to)| to.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        load_more(store.as_ref(), &mut view, &mut requested, &mut objects, linked).await?;
 
         // Context the rules read, fetched if missing or stale.
         let needs = hydrate::needs(&rules, &view, &events, &timer_states);
@@ -146,37 +175,28 @@ impl Engine {
         } else {
             parts.hydrator.fetch(&needs, &cached_owners, &view, now).await
         };
+        let blocked = needs.blocked(&fetched.failed);
 
-        // Linked objects (of engagements, and of objects whose rules read links) are
-        // loaded too, with their runs: an engagement's creation is activity on them.
-        let mut linked: BTreeSet<ObjectRef> = BTreeSet::new();
-        let engagements: BTreeSet<&ObjectRef> = events
-            .iter()
-            .filter(|p| matches!(p.event.kind, followthrough_core::EventKind::Created))
-            .map(|p| &p.event.object)
-            .collect();
+        // The linked objects rules read (known ones, and those just listed by the CRM).
         let reading_links: BTreeSet<&ObjectRef> = needs.links.iter().map(|(o, _)| o).collect();
-        for (from, to) in &view.links {
-            if engagements.contains(from) || reading_links.contains(from) {
-                linked.insert(to.clone());
-            }
-        }
+        let mut linked: BTreeSet<ObjectRef> = view
+            .links
+            .iter()
+            .filter(|(from, _)| reading_links.contains(from))
+            .map(|(_, to)| to.clone())
+            .collect();
         for sync in &fetched.syncs {
             linked.extend(sync.linked.iter().cloned());
         }
-        for object in &objects {
-            linked.remove(object);
-        }
-        let mut requested = requested;
-        if !linked.is_empty() {
-            let more: Vec<ObjectRef> = linked.into_iter().collect();
-            let extra = store.load_objects(&more).await?;
-            view.objects.extend(extra.objects);
-            view.runs.extend(extra.runs);
-            view.links.extend(extra.links);
-            view.syncs.extend(extra.syncs);
-            requested.extend(more);
-        }
+        linked.retain(|o| !objects.contains(o));
+        load_more(
+            store.as_ref(),
+            &mut view,
+            &mut requested,
+            &mut objects,
+            linked.into_iter().collect(),
+        )
+        .await?;
 
         let pinned = self
             .versions
@@ -211,7 +231,7 @@ impl Engine {
                 },
                 &requested,
             )?;
-            let failed = fetched.failed.clone();
+            let failed = blocked;
             batch.absorb(fetched);
             let mut pass = Pass::default();
             let mut failed_timers = Vec::new();
@@ -336,6 +356,27 @@ impl Engine {
             }
         }
     }
+}
+
+/// Loads more objects into the batch's view.
+async fn load_more(
+    store: &dyn Store,
+    view: &mut followthrough_store::ObjectsView,
+    requested: &mut Vec<ObjectRef>,
+    objects: &mut BTreeSet<ObjectRef>,
+    more: Vec<ObjectRef>,
+) -> Result<(), StoreError> {
+    if more.is_empty() {
+        return Ok(());
+    }
+    let extra = store.load_objects(&more).await?;
+    view.objects.extend(extra.objects);
+    view.runs.extend(extra.runs);
+    view.links.extend(extra.links);
+    view.syncs.extend(extra.syncs);
+    objects.extend(more.iter().cloned());
+    requested.extend(more);
+    Ok(())
 }
 
 fn fire(

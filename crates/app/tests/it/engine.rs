@@ -509,3 +509,43 @@ async fn a_restart_within_one_batch_leaves_one_waiting_run() {
     assert_eq!(app.count("SELECT COUNT(*) FROM runs WHERE status = 'cancelled'"), 2);
     assert_eq!(app.count("SELECT COUNT(*) FROM timers"), 1);
 }
+
+const LOGGED_CALL_RULE: &str = r#"id: tell-owner-about-calls
+description: A call logged on a contact -> its owner hears of it.
+on: { object: contact, event: activity }
+when: owner.email != ""
+steps:
+  - slack_dm: { to: owner, text: "A call was logged on {{ object.firstname }}." }
+"#;
+
+#[tokio::test]
+async fn an_engagement_waits_for_the_context_of_the_contacts_it_is_linked_to() {
+    let rule = ("calls.yaml".to_owned(), LOGGED_CALL_RULE.to_owned());
+    let app = spawn_app_with_rules(&[rule], "[engine]\nfetch_retry_ms = 60000\n").await;
+    app.hubspot.add_owner(owner("7", "sam@example.com", "Sam", "Field"));
+    let mut id = 0;
+    set(&app, &mut id, "contact", 620, &[("firstname", "Jo"), ("hubspot_owner_id", "7")]).await;
+    app.settle().await;
+    app.clock.advance(Duration::from_secs(60));
+    let at = app.clock.now().as_millis();
+    // The call is linked to the contact, then created; the owner cannot be read yet.
+    app.hubspot.fail_next(1, 503);
+    let body = json!([
+        { "eventId": 800, "subscriptionId": 7, "portalId": 62515, "occurredAt": at,
+          "subscriptionType": "call.associationChange", "associationType": "CALL_TO_CONTACT",
+          "fromObjectId": 9100, "toObjectId": 620, "associationRemoved": false },
+        { "eventId": 801, "subscriptionId": 8, "portalId": 62515, "occurredAt": at + 1,
+          "subscriptionType": "call.creation", "objectId": 9100 }
+    ]);
+    assert_eq!(app.post_hubspot(&body.to_string()).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let call = ObjectRef::new("hubspot", "call", "9100");
+    let deferred = journal_kinds(&app, &call).await;
+    assert!(deferred.contains(&("event".into(), "deferred".into())), "{deferred:?}");
+    assert!(outbox(&app, &contact(620)).await.is_empty(), "not evaluated against a guess");
+
+    app.advance(Duration::from_secs(61)).await;
+    let jobs = outbox(&app, &contact(620)).await;
+    assert_eq!(actions(&jobs), vec!["slack_dm"]);
+    assert_eq!(jobs[0].params["to"], "sam@example.com");
+}
