@@ -17,7 +17,12 @@ use followthrough_store::{
 };
 use serde_json::Value as Json;
 
+use futures_util::{StreamExt, stream};
+
 use super::batch::{OWNER_PROPERTY, owner_id};
+
+/// Most CRM reads in flight at once (HubSpot allows 100-190 per 10 s per account).
+const FETCH_CONCURRENCY: usize = 8;
 use super::record;
 use crate::connectors::{CrmReader, FetchError};
 
@@ -239,8 +244,28 @@ impl Hydrator {
             return fetched;
         };
 
-        for (id, objects) in owners_to_fetch {
-            match self.timed(crm.owner(id)).await {
+        // Different owners and objects are fetched concurrently, a few at a time, so a
+        // slow CRM costs one round trip per batch rather than one per object.
+        // (Owned values in the futures: borrowed ones trip the compiler's Send check
+        // for the spawned engine task.)
+        let timeout = self.timeout;
+        let owner_reads: Vec<_> = owners_to_fetch
+            .into_iter()
+            .map(|(id, objects)| {
+                let (crm, id, objects) = (Arc::clone(crm), id.clone(), objects.clone());
+                async move {
+                    let result = timed(timeout, crm.owner(&id)).await;
+                    (id, objects, result)
+                }
+            })
+            .collect();
+        let owners: Vec<_> = stream::iter(owner_reads)
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        for (id, objects, result) in owners {
+            let (id, objects) = (&id, &objects);
+            match result {
                 Ok(Some(owner)) => {
                     for object in objects {
                         fetched.journal.push(record::context_fetched(
@@ -277,8 +302,24 @@ impl Hydrator {
         }
 
         let known: BTreeSet<&ObjectRef> = view.objects.iter().map(|o| &o.object).collect();
-        for (object, linked_type) in syncs_to_fetch {
-            let linked = match self.timed(crm.associations(object, linked_type)).await {
+        let list_reads: Vec<_> = syncs_to_fetch
+            .into_iter()
+            .map(|(object, linked_type)| {
+                let (crm, object, linked_type) =
+                    (Arc::clone(crm), object.clone(), linked_type.clone());
+                async move {
+                    let result = timed(timeout, crm.associations(&object, &linked_type)).await;
+                    (object, linked_type, result)
+                }
+            })
+            .collect();
+        let lists: Vec<_> = stream::iter(list_reads)
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        for (object, linked_type, result) in lists {
+            let (object, linked_type) = (&object, &linked_type);
+            let linked = match result {
                 Ok(linked) => linked,
                 Err(error) => {
                     fetched
@@ -340,10 +381,17 @@ impl Hydrator {
         &self,
         call: impl Future<Output = Result<T, FetchError>>,
     ) -> Result<T, FetchError> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .unwrap_or_else(|_| Err(FetchError::Unavailable("timed out".into())))
+        timed(self.timeout, call).await
     }
+}
+
+async fn timed<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, FetchError>>,
+) -> Result<T, FetchError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(FetchError::Unavailable("timed out".into())))
 }
 
 fn value_or_empty(value: Json) -> Json {
