@@ -306,7 +306,7 @@ impl<'a> Batch<'a> {
             return;
         }
         let Some(rule) = self.rule_for(&state) else {
-            let result = cancel_run(&state, "its rule was removed");
+            let result = cancel_run(&state, "its rule is no longer loaded (removed or disabled)");
             self.record(result);
             return;
         };
@@ -357,7 +357,7 @@ impl<'a> Batch<'a> {
             .collect();
         for state in waiting {
             let Some(rule) = self.rule_for(&state) else {
-                let result = cancel_run(&state, "its rule was removed");
+                let result = cancel_run(&state, "its rule is no longer loaded (removed or disabled)");
                 self.record(result);
                 continue;
             };
@@ -522,7 +522,8 @@ impl<'a> Batch<'a> {
         });
         run.state = state.clone();
         run.changed = Some(changes);
-        let Ok(parsed_id) = RunId::parse(&run_id).ok_or(()) else {
+        // Run ids are ours (`RunId::new` above, or read back from the store).
+        let Some(parsed_id) = RunId::parse(&run_id) else {
             return;
         };
         for decision in decisions {
