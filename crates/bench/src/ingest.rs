@@ -2,13 +2,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::json;
 
-use crate::load::{Latencies, hubspot_batch, ms, signature_headers};
+use crate::load::{Latencies, drive, hubspot_batch, ms};
 use crate::server::Server;
 
 pub struct Options {
@@ -50,66 +48,15 @@ pub async fn run(
         (None, Some(base)) => format!("{}/webhooks/hubspot", base.trim_end_matches('/')),
         (None, None) => unreachable!("either a server was started or a URL given"),
     };
-    // Bodies are generated before the clock starts, so the load generator's own CPU use
-    // (it shares the machine with the server) stays small during the measurement. Only
-    // the signature, which carries a timestamp, is computed per request.
-    let planned =
-        (options.duration.as_secs_f64() * 1_000.0).ceil() as u64 + options.connections as u64;
-    let bodies: Arc<Vec<Bytes>> = Arc::new(
-        (0..planned)
-            .map(|i| {
-                Bytes::from(hubspot_batch(
-                    1 + i * options.batch as u64,
-                    options.batch,
-                    options.objects,
-                ))
-            })
-            .collect(),
-    );
-    let next_body = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + options.duration;
-    let mut workers = Vec::new();
-    for _ in 0..options.connections {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()?;
-        let (url, bodies, next_body, failures) = (
-            url.clone(),
-            bodies.clone(),
-            next_body.clone(),
-            failures.clone(),
-        );
-        let (batch, objects) = (options.batch, options.objects);
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let index = next_body.fetch_add(1, Ordering::Relaxed);
-                let body = match bodies.get(index as usize) {
-                    Some(body) => body.clone(),
-                    None => Bytes::from(hubspot_batch(1 + index * batch as u64, batch, objects)),
-                };
-                let mut request = client.post(&url);
-                for (name, value) in signature_headers(&body) {
-                    request = request.header(name, value);
-                }
-                let sent = Instant::now();
-                let ok = matches!(request.body(body).send().await, Ok(response) if response.status() == 200);
-                if ok {
-                    latencies.push(sent.elapsed());
-                } else {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            latencies
-        }));
-    }
-    let mut samples = Vec::new();
-    for worker in workers {
-        samples.extend(worker.await?);
-    }
-    let elapsed = started.elapsed();
+    let (batch, objects) = (options.batch as u64, options.objects);
+    let driven = drive(
+        &url,
+        options.connections,
+        options.duration,
+        Arc::new(move |i| hubspot_batch(1 + i * batch, batch as usize, objects)),
+    )
+    .await?;
+    let elapsed = driven.elapsed;
     let cpu = server
         .as_ref()
         .map(Server::cpu_time)
@@ -132,9 +79,9 @@ pub async fn run(
         server.stop()?;
     }
     Ok(Report {
-        requests: samples.len() as u64,
-        failures: failures.load(Ordering::Relaxed),
-        latencies: Latencies::new(samples),
+        requests: driven.samples.len() as u64,
+        failures: driven.failures,
+        latencies: Latencies::new(driven.samples),
         elapsed,
         startup,
         backlog_at_end,

@@ -1,15 +1,23 @@
 //! `followthrough-bench`: drives a real `followthrough serve` child process with signed
 //! HubSpot webhooks and reports throughput, latency percentiles, server CPU time and peak
-//! RSS. Each scenario has a quick mode that finishes well under two minutes.
+//! RSS; the `timers` scenario drives the engine in process instead. Each scenario has a
+//! quick mode that finishes well under two minutes.
 
+mod end_to_end;
 mod ingest;
 mod load;
+mod mix;
 mod server;
+mod timers;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+// The server's allocator, so the in-process `timers` scenario's RSS is the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "followthrough-bench", about = "Benchmarks for followthrough")]
@@ -46,7 +54,60 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         objects: u64,
     },
+    /// Webhook to outbox row with the example rules loaded, a fake HubSpot answering the
+    /// engine's owner look-ups. Quick mode: --duration 5s.
+    EndToEnd {
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Events per webhook (HubSpot sends up to 100).
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Measured duration, e.g. 20s.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Objects active at once (deals are replaced by new ones as they reach
+        /// negotiation; see `mix.rs`).
+        #[arg(long, default_value_t = 10_000)]
+        objects: u64,
+        /// HubSpot owners the objects are spread over.
+        #[arg(long, default_value_t = 50)]
+        owners: u64,
+    },
+    /// Schedule waiting runs with their timers, then fire them all through the engine, in
+    /// process on a temporary SQLite file. Quick mode: --count 100000.
+    Timers {
+        /// Runs (and timers) to schedule and fire.
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// Runs written per unit of work while scheduling.
+        #[arg(long, default_value_t = 10_000)]
+        chunk: usize,
+        /// The engine's batch size (engine.batch_size).
+        #[arg(long, default_value_t = 2_000)]
+        batch_size: usize,
+    },
 }
+
+/// What every scenario's report offers.
+trait Report {
+    fn table(&self) -> String;
+    fn json(&self) -> serde_json::Value;
+}
+
+macro_rules! report {
+    ($($t:ty),*) => {$(
+        impl Report for $t {
+            fn table(&self) -> String {
+                <$t>::table(self)
+            }
+            fn json(&self) -> serde_json::Value {
+                <$t>::json(self)
+            }
+        }
+    )*};
+}
+report!(ingest::Report, end_to_end::Report, timers::Report);
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(
@@ -67,13 +128,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let report = match cli.scenario {
+    let report: Box<dyn Report> = match cli.scenario {
         Scenario::Ingest {
             connections,
             batch,
             duration,
             objects,
-        } => {
+        } => Box::new(
             ingest::run(
                 &cli.binary,
                 cli.url.as_deref(),
@@ -84,8 +145,45 @@ async fn main() -> anyhow::Result<()> {
                     objects,
                 },
             )
-            .await?
+            .await?,
+        ),
+        Scenario::EndToEnd {
+            connections,
+            batch,
+            duration,
+            objects,
+            owners,
+        } => {
+            anyhow::ensure!(
+                cli.url.is_none(),
+                "end-to-end reads the server's database: it cannot use --url"
+            );
+            Box::new(
+                end_to_end::run(
+                    &cli.binary,
+                    end_to_end::Options {
+                        connections,
+                        batch,
+                        duration,
+                        objects,
+                        owners,
+                    },
+                )
+                .await?,
+            )
         }
+        Scenario::Timers {
+            count,
+            chunk,
+            batch_size,
+        } => Box::new(
+            timers::run(timers::Options {
+                count,
+                chunk,
+                batch_size,
+            })
+            .await?,
+        ),
     };
     println!("{}", report.table());
     if let Some(path) = cli.json {

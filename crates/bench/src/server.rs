@@ -1,8 +1,8 @@
-//! Starting `followthrough serve` as a child process on a fresh store, and reading its
-//! CPU time and peak RSS from /proc.
+//! Starting `followthrough serve` as a child process on a fresh store (optionally with a
+//! rules folder), and reading its CPU time and peak RSS from /proc.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,35 @@ pub struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// The example rules (`examples/rules/*.yaml`), embedded so the bench binary runs from
+/// any folder.
+pub const EXAMPLE_RULES: [(&str, &str); 3] = [
+    (
+        "lead-gone-cold.yaml",
+        include_str!("../../../examples/rules/lead-gone-cold.yaml"),
+    ),
+    (
+        "negotiation-needs-next-step.yaml",
+        include_str!("../../../examples/rules/negotiation-needs-next-step.yaml"),
+    ),
+    (
+        "new-sql-gets-a-call.yaml",
+        include_str!("../../../examples/rules/new-sql-gets-a-call.yaml"),
+    ),
+];
+
 impl Server {
+    /// A server with no rules: ingest only (the engine marks events applied).
     pub async fn start(binary: &Path, extra_env: &[(&str, String)]) -> anyhow::Result<Server> {
+        Self::start_with_rules(binary, &[], extra_env).await
+    }
+
+    /// A server whose rules folder holds `rules` (file name, text).
+    pub async fn start_with_rules(
+        binary: &Path,
+        rules: &[(&str, &str)],
+        extra_env: &[(&str, String)],
+    ) -> anyhow::Result<Server> {
         anyhow::ensure!(
             binary.exists(),
             "{} not found: run `cargo build --release -p followthrough` first",
@@ -27,6 +54,11 @@ impl Server {
         // The child runs in a scratch folder, so a relative binary path must be resolved here.
         let binary = binary.canonicalize()?;
         let dir = tempfile::tempdir()?;
+        let rules_dir = dir.path().join("rules");
+        std::fs::create_dir(&rules_dir)?;
+        for (name, text) in rules {
+            std::fs::write(rules_dir.join(name), text)?;
+        }
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let started = Instant::now();
         let mut command = Command::new(&binary);
@@ -39,6 +71,7 @@ impl Server {
                 "FOLLOWTHROUGH__STORE__URL",
                 format!("sqlite://{}", dir.path().join("bench.db").display()),
             )
+            .env("FOLLOWTHROUGH__RULES__DIR", &rules_dir)
             .env("FOLLOWTHROUGH__SOURCES__HUBSPOT__CLIENT_SECRET", SECRET)
             .env("FOLLOWTHROUGH__LOG__LEVEL", "warn")
             .stdout(Stdio::null())
@@ -75,11 +108,21 @@ impl Server {
     /// Events accepted but not yet applied by the engine, read from the server's own
     /// database file (read-only; WAL lets this run beside the server).
     pub fn pending_events(&self) -> anyhow::Result<i64> {
-        let connection = rusqlite::Connection::open_with_flags(
-            self._dir.path().join("bench.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?;
+        let connection = self.open_db()?;
         Ok(connection.query_row("SELECT COUNT(*) FROM inbox_pending", [], |row| row.get(0))?)
+    }
+
+    /// The server's SQLite file.
+    pub fn db_path(&self) -> PathBuf {
+        self._dir.path().join("bench.db")
+    }
+
+    /// A read-only connection to the server's database (WAL lets it run beside the server).
+    pub fn open_db(&self) -> anyhow::Result<rusqlite::Connection> {
+        Ok(rusqlite::Connection::open_with_flags(
+            self.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?)
     }
 
     pub fn url(&self, path: &str) -> String {
