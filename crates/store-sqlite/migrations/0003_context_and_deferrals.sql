@@ -35,7 +35,9 @@ CREATE TABLE inbox_deferred (
 );
 CREATE INDEX inbox_deferred_object ON inbox_deferred (object, not_before);
 
--- The trace lists an object's runs; reload finds a rule's active runs.
+-- The engine loads the active runs of a batch's objects: a partial index, since an
+-- object collects many finished runs. Reload finds a rule's active runs.
+CREATE INDEX runs_active_by_object ON runs (object) WHERE status IN ('new', 'running', 'waiting');
 CREATE INDEX runs_active_by_rule ON runs (rule_id) WHERE status IN ('new', 'running', 'waiting');
 
 -- The source of every rule version a run may have started with: a run keeps the version

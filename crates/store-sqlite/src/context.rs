@@ -1,14 +1,17 @@
 //! The SQL for what the engine gathers around events: links between objects, cached
 //! owners, deferred events, and the one-read view of a batch's objects.
 
-use followthrough_core::{ObjectRef, RunId, Timestamp};
+use std::collections::BTreeMap;
+
+use followthrough_core::{EventId, ObjectRef, RunId, Timestamp};
 use followthrough_store::{
-    CachedOwner, ObjectsView, RuleVersion, RunRecord, StoreError, TimerRecord, UnitOfWork,
+    CachedOwner, ObjectState, ObjectsView, PropertyState, RuleVersion, RunRecord, StoreError,
+    TimerRecord, UnitOfWork,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::runs::{RUN_COLUMNS, parse_run_id, run_row};
-use crate::{queries, sql_error};
+use crate::sql_error;
 
 /// Writes the context part of a unit: links, link lists, owners, deferrals.
 pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), StoreError> {
@@ -134,68 +137,147 @@ pub(crate) fn clear_deferrals(connection: &Connection, applied: &[i64]) -> Resul
     Ok(())
 }
 
+/// One read transaction, one set-based query per table: a batch loads thousands of
+/// objects, and a statement per object (each its own implicit transaction, with its
+/// file locks) was most of the engine's read time.
 pub(crate) fn load_objects(
     connection: &Connection,
     objects: &[ObjectRef],
 ) -> Result<ObjectsView, StoreError> {
     let mut view = ObjectsView::default();
-    let mut runs = connection
+    if objects.is_empty() {
+        return Ok(view);
+    }
+    let names: Vec<String> = objects.iter().map(ObjectRef::to_string).collect();
+    let names = serde_json::to_string(&names).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let read = connection.unchecked_transaction().map_err(sql_error)?;
+    let parse = |text: String| {
+        text.parse::<ObjectRef>()
+            .map_err(|e| StoreError::Corrupt(format!("object {text}: {e}")))
+    };
+
+    let mut states: BTreeMap<String, ObjectState> = BTreeMap::new();
+    let mut headers = read
+        .prepare_cached(
+            "SELECT object, first_seen_at, updated_at, deleted_at FROM objects
+             WHERE object IN (SELECT value FROM json_each(?1))",
+        )
+        .map_err(sql_error)?;
+    let rows = headers
+        .query_map([&names], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, Option<i64>>(3)?,
+            ))
+        })
+        .map_err(sql_error)?;
+    for row in rows {
+        let (name, first_seen_at, updated_at, deleted_at) = row.map_err(sql_error)?;
+        let object = parse(name.clone())?;
+        states.insert(
+            name,
+            ObjectState {
+                object,
+                properties: BTreeMap::new(),
+                first_seen_at: Timestamp(first_seen_at),
+                updated_at: Timestamp(updated_at),
+                deleted_at: deleted_at.map(Timestamp),
+            },
+        );
+    }
+    let mut properties = read
+        .prepare_cached(
+            "SELECT object, name, value_json, occurred_at, event_id FROM object_properties
+             WHERE object IN (SELECT value FROM json_each(?1))",
+        )
+        .map_err(sql_error)?;
+    let rows = properties
+        .query_map([&names], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, String>(4)?,
+            ))
+        })
+        .map_err(sql_error)?;
+    for row in rows {
+        let (object, name, value, occurred_at, event_id) = row.map_err(sql_error)?;
+        if let Some(state) = states.get_mut(&object) {
+            state.properties.insert(
+                name,
+                PropertyState {
+                    value: serde_json::from_str(&value)
+                        .map_err(|e| StoreError::Corrupt(format!("stored JSON value: {e}")))?,
+                    occurred_at: Timestamp(occurred_at),
+                    event_id: EventId::parse(&event_id)
+                        .ok_or_else(|| StoreError::Corrupt(format!("event id {event_id}")))?,
+                },
+            );
+        }
+    }
+    view.objects = states.into_values().collect();
+
+    let mut runs = read
         .prepare_cached(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE object = ?1 AND status IN ('new', 'running', 'waiting')
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE object IN (SELECT value FROM json_each(?1)) AND status IN ('new', 'running', 'waiting')
              ORDER BY created_at, run_id"
         ))
         .map_err(sql_error)?;
-    let mut links = connection
-        .prepare_cached("SELECT to_object FROM links WHERE from_object = ?1")
-        .map_err(sql_error)?;
-    let mut syncs = connection
-        .prepare_cached("SELECT to_type, synced_at FROM link_syncs WHERE object = ?1")
-        .map_err(sql_error)?;
-    for object in objects {
-        let name = object.to_string();
-        if let Some(state) = queries::object(connection, object)? {
-            view.objects.push(state);
-        }
-        for run in runs.query_map([&name], run_row).map_err(sql_error)? {
-            view.runs.push(run.map_err(sql_error)??);
-        }
-        for to in links
-            .query_map([&name], |row| row.get::<_, String>(0))
-            .map_err(sql_error)?
-        {
-            let to = to.map_err(sql_error)?;
-            let to = to
-                .parse::<ObjectRef>()
-                .map_err(|e| StoreError::Corrupt(format!("link {to}: {e}")))?;
-            view.links.push((object.clone(), to));
-        }
-        for sync in syncs
-            .query_map([&name], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })
-            .map_err(sql_error)?
-        {
-            let (to_type, at) = sync.map_err(sql_error)?;
-            view.syncs.push((object.clone(), to_type, Timestamp(at)));
-        }
+    for run in runs.query_map([&names], run_row).map_err(sql_error)? {
+        view.runs.push(run.map_err(sql_error)??);
     }
+    let mut links = read
+        .prepare_cached(
+            "SELECT from_object, to_object FROM links WHERE from_object IN (SELECT value FROM json_each(?1))",
+        )
+        .map_err(sql_error)?;
+    let rows = links
+        .query_map([&names], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .map_err(sql_error)?;
+    for row in rows {
+        let (from, to) = row.map_err(sql_error)?;
+        view.links.push((parse(from)?, parse(to)?));
+    }
+    let mut syncs = read
+        .prepare_cached(
+            "SELECT object, to_type, synced_at FROM link_syncs WHERE object IN (SELECT value FROM json_each(?1))",
+        )
+        .map_err(sql_error)?;
+    let rows = syncs
+        .query_map([&names], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(sql_error)?;
+    for row in rows {
+        let (object, to_type, at) = row.map_err(sql_error)?;
+        view.syncs.push((parse(object)?, to_type, Timestamp(at)));
+    }
+    drop((headers, properties, runs, links, syncs));
+    read.commit().map_err(sql_error)?;
     Ok(view)
 }
 
 pub(crate) fn runs(connection: &Connection, ids: &[RunId]) -> Result<Vec<RunRecord>, StoreError> {
+    let ids: Vec<&str> = ids.iter().map(RunId::as_str).collect();
+    let ids = serde_json::to_string(&ids).map_err(|e| StoreError::Backend(e.to_string()))?;
     let mut statement = connection
-        .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"))
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE run_id IN (SELECT value FROM json_each(?1))"
+        ))
         .map_err(sql_error)?;
-    let mut found = Vec::with_capacity(ids.len());
-    for id in ids {
-        for run in statement
-            .query_map([id.as_str()], run_row)
-            .map_err(sql_error)?
-        {
-            found.push(run.map_err(sql_error)??);
-        }
-    }
-    Ok(found)
+    let rows = statement.query_map([&ids], run_row).map_err(sql_error)?;
+    rows.map(|row| row.map_err(sql_error)?).collect()
 }
 
 pub(crate) fn runs_where(
