@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
-    AppendOutcome, CachedOwner, InboxBatch, JournalEntry, ObjectState, ObjectsView, OutboxJob,
+    AppendOutcome, CachedOwner, DueTimer, InboxBatch, JournalEntry, ObjectState, ObjectsView, OutboxJob,
     PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, Store, StoreError,
     TimerRecord, UnitOfWork,
 };
@@ -203,8 +203,9 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, unit: UnitOfWork) -> Result<(), StoreError> {
+        let prepared = queries::PreparedUnit::new(unit);
         self.writer
-            .write(move |connection| queries::apply(connection, &unit))
+            .write(move |connection| queries::apply(connection, &prepared))
             .await
     }
 
@@ -215,11 +216,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn due_timers(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<TimerRecord>, StoreError> {
+    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
         self.readers
             .read(move |connection| runs::due_timers(connection, now, limit))
             .await

@@ -110,6 +110,15 @@ pub(crate) fn insert_journal(
     connection: &Connection,
     entry: &JournalEntry,
 ) -> Result<(), StoreError> {
+    insert_journal_with(connection, entry, &entry.detail.to_string())
+}
+
+/// Inserts a journal entry whose detail is already serialized.
+pub(crate) fn insert_journal_with(
+    connection: &Connection,
+    entry: &JournalEntry,
+    detail: &str,
+) -> Result<(), StoreError> {
     connection
         .prepare_cached(
             "INSERT INTO journal (at, object, kind, summary, detail_json) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -120,7 +129,7 @@ pub(crate) fn insert_journal(
             entry.object.as_ref().map(ToString::to_string),
             entry.kind.as_str(),
             entry.summary,
-            entry.detail.to_string(),
+            detail,
         ])
         .map_err(sql_error)?;
     Ok(())
@@ -163,7 +172,31 @@ pub(crate) fn pending_events(
     .collect()
 }
 
-pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), StoreError> {
+/// A unit with its JSON already serialized, on the caller's thread: the writer thread is
+/// the one every write waits for, so it only binds and inserts.
+pub(crate) struct PreparedUnit {
+    pub(crate) unit: UnitOfWork,
+    /// `property_writes[i].value`, `runs[i].state`, `outbox[i].params`, `journal[i].detail`.
+    pub(crate) values: Vec<String>,
+    pub(crate) states: Vec<String>,
+    pub(crate) params: Vec<String>,
+    pub(crate) details: Vec<String>,
+}
+
+impl PreparedUnit {
+    pub(crate) fn new(unit: UnitOfWork) -> Self {
+        Self {
+            values: unit.property_writes.iter().map(|w| w.value.to_string()).collect(),
+            states: unit.runs.iter().map(|r| r.state.to_string()).collect(),
+            params: unit.outbox.iter().map(|j| j.params.to_string()).collect(),
+            details: unit.journal.iter().map(|e| e.detail.to_string()).collect(),
+            unit,
+        }
+    }
+}
+
+pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<(), StoreError> {
+    let unit = &prepared.unit;
     // One upsert per object for the whole unit, not one per event.
     let mut touched: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let mut touch = |object: &ObjectRef, at: Timestamp| {
@@ -204,9 +237,8 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
              WHERE excluded.occurred_at >= object_properties.occurred_at",
         )
         .map_err(sql_error)?;
-    for write in &unit.property_writes {
+    for (write, value) in unit.property_writes.iter().zip(&prepared.values) {
         let object = write.object.to_string();
-        let value = write.value.to_string();
         let values = params![
             object,
             write.name,
@@ -217,10 +249,10 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
         history.execute(values).map_err(sql_error)?;
         current.execute(values).map_err(sql_error)?;
     }
-    for entry in &unit.journal {
-        insert_journal(connection, entry)?;
+    for (entry, detail) in unit.journal.iter().zip(&prepared.details) {
+        insert_journal_with(connection, entry, detail)?;
     }
-    crate::runs::apply(connection, unit)?;
+    crate::runs::apply(connection, prepared)?;
     crate::context::apply(connection, unit)?;
     crate::context::clear_deferrals(connection, &unit.applied)?;
     let applied_at = unit

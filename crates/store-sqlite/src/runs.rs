@@ -1,13 +1,15 @@
 //! The SQL for runs, timers and the outbox: the engine's durable state.
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
-use followthrough_store::{OutboxJob, RunRecord, StoreError, TimerRecord, UnitOfWork};
+use followthrough_store::{DueTimer, OutboxJob, RunRecord, StoreError, TimerRecord};
 use rusqlite::{Connection, Row, params};
 
+use crate::queries::PreparedUnit;
 use crate::sql_error;
 
 /// Writes the engine's part of a unit: runs, then timer changes, then outbox jobs.
-pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), StoreError> {
+pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<(), StoreError> {
+    let unit = &prepared.unit;
     let mut upsert = connection
         .prepare_cached(
             "INSERT INTO runs (run_id, rule_id, rule_version, run_key, object, status, parallel,
@@ -18,7 +20,7 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
                  state_json = excluded.state_json, updated_at = excluded.updated_at",
         )
         .map_err(sql_error)?;
-    for run in &unit.runs {
+    for (run, state) in unit.runs.iter().zip(&prepared.states) {
         upsert
             .execute(params![
                 run.run_id.as_str(),
@@ -29,7 +31,7 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
                 run.status,
                 run.parallel,
                 run.reason,
-                run.state.to_string(),
+                state,
                 run.created_at.as_millis(),
                 run.updated_at.as_millis(),
             ])
@@ -74,14 +76,14 @@ pub(crate) fn apply(connection: &Connection, unit: &UnitOfWork) -> Result<(), St
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .map_err(sql_error)?;
-    for job in &unit.outbox {
+    for (job, params) in unit.outbox.iter().zip(&prepared.params) {
         queue
             .execute(params![
                 job.idempotency_key,
                 job.run_id.as_str(),
                 job.action,
                 job.object.to_string(),
-                job.params.to_string(),
+                params,
                 job.created_at.as_millis(),
                 job.next_at.as_millis(),
             ])
@@ -143,10 +145,12 @@ pub(crate) fn due_timers(
     connection: &Connection,
     now: Timestamp,
     limit: usize,
-) -> Result<Vec<TimerRecord>, StoreError> {
+) -> Result<Vec<DueTimer>, StoreError> {
     let mut statement = connection
         .prepare_cached(
-            "SELECT run_id, due_at, kind FROM timers WHERE due_at <= ?1 ORDER BY due_at, run_id LIMIT ?2",
+            "SELECT t.run_id, t.due_at, t.kind, r.object FROM timers t
+             LEFT JOIN runs r ON r.run_id = t.run_id
+             WHERE t.due_at <= ?1 ORDER BY t.due_at, t.run_id LIMIT ?2",
         )
         .map_err(sql_error)?;
     let rows = statement
@@ -155,15 +159,25 @@ pub(crate) fn due_timers(
                 row.get::<_, String>(0)?,
                 row.get::<_, i64>(1)?,
                 row.get::<_, String>(2)?,
+                row.get::<_, Option<String>>(3)?,
             ))
         })
         .map_err(sql_error)?;
     rows.map(|row| {
-        let (run_id, due_at, kind) = row.map_err(sql_error)?;
-        Ok(TimerRecord {
-            run_id: parse_run_id(&run_id)?,
-            due_at: Timestamp(due_at),
-            kind,
+        let (run_id, due_at, kind, object) = row.map_err(sql_error)?;
+        let object = object
+            .map(|o| {
+                o.parse::<ObjectRef>()
+                    .map_err(|e| StoreError::Corrupt(format!("run object {o}: {e}")))
+            })
+            .transpose()?;
+        Ok(DueTimer {
+            timer: TimerRecord {
+                run_id: parse_run_id(&run_id)?,
+                due_at: Timestamp(due_at),
+                kind,
+            },
+            object,
         })
     })
     .collect()

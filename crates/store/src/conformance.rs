@@ -454,7 +454,7 @@ pub async fn timers_come_due_oldest_first_and_can_be_cancelled(store: Arc<dyn St
         .await
         .unwrap()
         .iter()
-        .map(|t| t.due_at.as_millis())
+        .map(|t| t.timer.due_at.as_millis())
         .collect();
     assert_eq!(due, vec![100, 200, 300]);
     assert_eq!(
@@ -475,7 +475,7 @@ pub async fn timers_come_due_oldest_first_and_can_be_cancelled(store: Arc<dyn St
         .await
         .unwrap()
         .iter()
-        .map(|t| t.due_at.as_millis())
+        .map(|t| t.timer.due_at.as_millis())
         .collect();
     assert_eq!(due, vec![100, 300, 900]);
 }
@@ -635,6 +635,9 @@ pub async fn owners_runs_and_timers_read_back(store: Arc<dyn Store>) {
         store.active_runs_of_rule("lead-gone-cold").await.unwrap(),
         vec![waiting]
     );
-    assert_eq!(store.timers_for(&object).await.unwrap(), vec![timer]);
+    assert_eq!(store.timers_for(&object).await.unwrap(), vec![timer.clone()]);
+    let due = store.due_timers(Timestamp(700), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((&due[0].timer, due[0].object.as_ref()), (&timer, Some(&object)), "with its run's object");
     assert_eq!(store.next_timer_at().await.unwrap(), Some(Timestamp(700)));
 }

@@ -14,7 +14,7 @@ mod store;
 pub mod conformance;
 
 pub use model::{
-    AppendOutcome, AssociationSync, AssociationWrite, CachedOwner, Deferral, InboxBatch,
+    AppendOutcome, AssociationSync, AssociationWrite, CachedOwner, Deferral, DueTimer, InboxBatch,
     JournalEntry, JournalKind, ObjectMark, ObjectState, ObjectsView, OutboxJob, PendingEvent,
     PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, RuleVersion, RunRecord,
     TimerRecord, UnitOfWork,

@@ -265,6 +265,13 @@ pub struct TimerRecord {
     pub kind: String,
 }
 
+/// A timer that is due, with the object of its run (`None` if the run is unknown).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DueTimer {
+    pub timer: TimerRecord,
+    pub object: Option<ObjectRef>,
+}
+
 /// An action a run decided, to be performed once by a connector.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct OutboxJob {

@@ -3,7 +3,7 @@
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 
 use crate::model::{
-    AppendOutcome, CachedOwner, InboxBatch, JournalEntry, ObjectState, ObjectsView, OutboxJob,
+    AppendOutcome, CachedOwner, DueTimer, InboxBatch, JournalEntry, ObjectState, ObjectsView, OutboxJob,
     PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, TimerRecord,
     UnitOfWork,
 };
@@ -112,12 +112,8 @@ pub trait Store: Send + Sync + 'static {
     /// Active runs (`new`, `running`, `waiting`) of a rule for a key.
     async fn active_runs(&self, rule_id: &str, key: &str) -> Result<Vec<RunRecord>, StoreError>;
 
-    /// Timers due at or before `now`, oldest first.
-    async fn due_timers(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<TimerRecord>, StoreError>;
+    /// Timers due at or before `now`, oldest first, each with its run's object.
+    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<DueTimer>, StoreError>;
 
     /// Queued outbox jobs about an object, in queue order.
     async fn outbox_for(&self, object: &ObjectRef) -> Result<Vec<OutboxJob>, StoreError>;

@@ -39,8 +39,6 @@ pub type PinnedRule<'a> = dyn Fn(&str, &str) -> Option<Arc<Rule>> + 'a;
 pub struct Loaded {
     pub view: ObjectsView,
     pub owners: Vec<CachedOwner>,
-    /// The runs the batch's due timers belong to (any status).
-    pub timer_runs: Vec<RunRecord>,
 }
 
 /// Settings that shape decisions.
@@ -162,7 +160,7 @@ impl<'a> Batch<'a> {
                 },
             );
         }
-        for record in loaded.view.runs.into_iter().chain(loaded.timer_runs) {
+        for record in loaded.view.runs {
             batch.add_loaded_run(record)?;
         }
         Ok(batch)

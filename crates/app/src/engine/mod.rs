@@ -29,7 +29,7 @@ mod hydrate;
 mod record;
 mod rule_versions;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +67,40 @@ pub struct Engine {
     versions: RuleVersions,
     /// Timers whose context could not be fetched, and when to try again.
     timer_retry: HashMap<String, Timestamp>,
+    /// The batch being committed while the next one is prepared.
+    in_flight: Option<InFlight>,
+    /// After a commit failed on a constraint (two batches raced for one rule key, see
+    /// `step`), the next batch is prepared with nothing in flight.
+    serial: bool,
 }
+
+/// A batch handed to the store and not yet committed. The next batch leaves alone
+/// everything it touched: its events, its timers, and every object it loaded, whose
+/// state in the store is about to change.
+struct InFlight {
+    commit: tokio::task::JoinHandle<Result<(), StoreError>>,
+    seqs: HashSet<i64>,
+    timers: HashSet<(String, Timestamp)>,
+    objects: HashSet<ObjectRef>,
+    /// Timers whose context could not be fetched: retried from `retry_at` once committed.
+    failed_timers: Vec<String>,
+    retry_at: Timestamp,
+    /// Owners it fetched: not in the store yet, but no reason to fetch them again.
+    owners: Vec<followthrough_store::CachedOwner>,
+}
+
+/// A batch evaluated and ready to commit.
+struct Prepared {
+    unit: UnitOfWork,
+    pass: Pass,
+    objects: HashSet<ObjectRef>,
+    timers: HashSet<(String, Timestamp)>,
+    failed_timers: Vec<String>,
+    retry_at: Timestamp,
+}
+
+/// The batch being prepared needs an object the batch in flight is changing.
+struct NeedsCommitted;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -90,36 +123,142 @@ impl Engine {
             parts,
             versions,
             timer_retry: HashMap::new(),
+            in_flight: None,
+            serial: false,
         }
     }
 
     /// One batch: due timers and pending events, evaluated in time order and committed.
     pub async fn run_once(&mut self) -> Result<Pass, StoreError> {
+        let pass = self.step().await?;
+        self.settle().await?;
+        Ok(pass)
+    }
+
+    /// Runs batches, each prepared while the one before commits, until nothing is
+    /// pending or due (deferred events aside); returns what they did in total.
+    pub async fn run_until_idle(&mut self) -> Result<Pass, StoreError> {
+        let mut total = Pass::default();
+        loop {
+            // Work held back because the batch in flight touched it is only known to be
+            // done once a pass with nothing in flight finds nothing.
+            let had_in_flight = self.in_flight.is_some();
+            let pass = self.step().await?;
+            total.events += pass.events;
+            total.timers += pass.timers;
+            total.deferred += pass.deferred;
+            if pass.events + pass.timers == 0 && !had_in_flight {
+                self.settle().await?;
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Prepares the next batch while the previous one commits, then hands it to the
+    /// store without waiting: reading and evaluating one batch overlaps the commit of
+    /// the one before (the store's writer and the engine each use a core).
+    ///
+    /// The batch in flight's objects are left out of the next, so what the next reads of
+    /// its own objects is current. Runs found by a rule's key expression are the one
+    /// thing that may belong to another object: if both batches start a run for one
+    /// key, the store's unique index refuses the second commit, its events stay
+    /// pending, and they are prepared again with nothing in flight.
+    async fn step(&mut self) -> Result<Pass, StoreError> {
+        if self.serial {
+            self.settle().await?;
+        }
+        let prepared = loop {
+            match self.prepare().await? {
+                Some(Ok(prepared)) => break Some(prepared),
+                None => break None,
+                // It needs an object the batch in flight touches: wait for that commit
+                // and prepare again.
+                Some(Err(NeedsCommitted)) => self.settle().await?,
+            }
+        };
+        self.settle().await?;
+        let Some(prepared) = prepared else {
+            return Ok(Pass::default());
+        };
+        let Prepared {
+            unit,
+            pass,
+            objects,
+            timers,
+            failed_timers,
+            retry_at,
+        } = prepared;
+        let seqs = unit.applied.iter().chain(unit.deferrals.iter().map(|d| &d.seq)).copied().collect();
+        let owners = unit.owners.clone();
+        let store = Arc::clone(&self.parts.store);
+        self.in_flight = Some(InFlight {
+            commit: tokio::spawn(async move { store.apply(unit).await }),
+            seqs,
+            timers,
+            objects,
+            failed_timers,
+            retry_at,
+            owners,
+        });
+        Ok(pass)
+    }
+
+    /// Waits for the batch in flight to commit.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let committed = in_flight
+            .commit
+            .await
+            .map_err(|e| StoreError::Backend(format!("commit task failed: {e}")))?;
+        self.serial = matches!(committed, Err(StoreError::Conflict(_)));
+        committed?;
+        let now = self.parts.clock.now();
+        for run_id in in_flight.failed_timers {
+            self.timer_retry.insert(run_id, in_flight.retry_at);
+        }
+        self.timer_retry.retain(|_, at| *at > now);
+        Ok(())
+    }
+
+    /// Reads and evaluates the next batch, leaving out what the batch in flight
+    /// touches. `None` when there is nothing to do.
+    async fn prepare(&mut self) -> Result<Option<Result<Prepared, NeedsCommitted>>, StoreError> {
+        let rules = self.parts.rules.current();
+        self.versions.remember(&rules, self.parts.clock.now()).await?;
         let parts = &self.parts;
         let store = &parts.store;
-        let rules = parts.rules.current();
-        self.versions.remember(&rules, parts.clock.now()).await?;
         let now = parts.clock.now();
-        let events = store.pending_events(now, parts.batch_size).await?;
-        let mut timers = store.due_timers(now, parts.batch_size).await?;
-        timers.retain(|t| {
+        let busy = self.in_flight.as_ref();
+        let mut events = store.pending_events(now, parts.batch_size).await?;
+        let mut due = store.due_timers(now, parts.batch_size).await?;
+        due.retain(|t| {
+            let key = (t.timer.run_id.to_string(), t.timer.due_at);
             self.timer_retry
-                .get(t.run_id.as_str())
+                .get(t.timer.run_id.as_str())
                 .is_none_or(|retry| *retry <= now)
+                && busy.is_none_or(|b| {
+                    !b.timers.contains(&key) && t.object.as_ref().is_none_or(|o| !b.objects.contains(o))
+                })
         });
-        if events.is_empty() && timers.is_empty() {
-            return Ok(Pass::default());
+        if let Some(busy) = busy {
+            // An object touched by the batch in flight waits whole, so its order holds.
+            let mut held: HashSet<ObjectRef> = HashSet::new();
+            events.retain(|p| {
+                let event = &p.event;
+                let touches_busy = busy.objects.contains(&event.object)
+                    || matches!(&event.kind, followthrough_core::EventKind::AssociationChange { to, .. } if busy.objects.contains(to));
+                if busy.seqs.contains(&p.seq) || touches_busy || held.contains(&event.object) {
+                    held.insert(event.object.clone());
+                    return false;
+                }
+                true
+            });
         }
-        let run_ids: Vec<_> = timers.iter().map(|t| t.run_id.clone()).collect();
-        let timer_runs = if run_ids.is_empty() {
-            Vec::new()
-        } else {
-            store.runs(&run_ids).await?
-        };
-        let timer_states: Vec<RunState> = timer_runs
-            .iter()
-            .filter_map(|r| serde_json::from_value(r.state.clone()).ok())
-            .collect();
+        if events.is_empty() && due.is_empty() {
+            return Ok(None);
+        }
 
         // Everything the batch touches, loaded in one read.
         let mut objects: BTreeSet<ObjectRef> = BTreeSet::new();
@@ -129,10 +268,19 @@ impl Engine {
                 objects.insert(to.clone());
             }
         }
-        objects.extend(timer_runs.iter().map(|r| r.object.clone()));
+        // A due timer's run is among its object's active runs (or the timer is stale).
+        objects.extend(due.iter().filter_map(|t| t.object.clone()));
+        let timers: Vec<TimerRecord> = due.into_iter().map(|t| t.timer).collect();
         let requested: Vec<ObjectRef> = objects.iter().cloned().collect();
         let mut view = store.load_objects(&requested).await?;
         let mut requested = requested;
+        let timer_run_ids: BTreeSet<&str> = timers.iter().map(|t| t.run_id.as_str()).collect();
+        let timer_states: Vec<RunState> = view
+            .runs
+            .iter()
+            .filter(|r| timer_run_ids.contains(r.run_id.as_str()))
+            .filter_map(|r| serde_json::from_value(r.state.clone()).ok())
+            .collect();
         // Links this batch creates count for what it must load and fetch: a call linked
         // to a contact and created in the same webhook is activity on that contact.
         for pending in &events {
@@ -165,11 +313,14 @@ impl Engine {
         // Context the rules read, fetched if missing or stale.
         let needs = hydrate::needs(&rules, &view, &events, &timer_states);
         let owner_ids: Vec<String> = needs.owners.keys().cloned().collect();
-        let cached_owners = if owner_ids.is_empty() {
+        let mut cached_owners = if owner_ids.is_empty() {
             Vec::new()
         } else {
             store.owners(&owner_ids).await?
         };
+        if let Some(busy) = busy {
+            cached_owners.extend(busy.owners.iter().cloned());
+        }
         let fetched = if needs.is_empty() {
             hydrate::Fetched::default()
         } else {
@@ -198,9 +349,19 @@ impl Engine {
         )
         .await?;
 
+        if let Some(busy) = busy
+            && requested.iter().any(|o| busy.objects.contains(o))
+        {
+            return Ok(Some(Err(NeedsCommitted)));
+        }
+        let batch_objects: HashSet<ObjectRef> = requested.iter().cloned().collect();
+        let timer_keys: HashSet<(String, Timestamp)> = timers
+            .iter()
+            .map(|t| (t.run_id.to_string(), t.due_at))
+            .collect();
         let pinned = self
             .versions
-            .pinned_for(&rules, view.runs.iter().chain(&timer_runs))
+            .pinned_for(&rules, view.runs.iter())
             .await?;
         let store_for_keys = Arc::clone(store);
         let calendar = parts.calendar.clone();
@@ -227,7 +388,6 @@ impl Engine {
                 Loaded {
                     view,
                     owners: cached_owners,
-                    timer_runs,
                 },
                 &requested,
             )?;
@@ -266,12 +426,17 @@ impl Engine {
         .await
         .map_err(|e| StoreError::Backend(format!("engine task failed: {e}")))??;
 
-        store.apply(unit).await?;
-        for run_id in failed_timers {
-            self.timer_retry.insert(run_id, retry_at);
-        }
-        self.timer_retry.retain(|_, at| *at > now);
-        Ok(pass)
+        let mut objects = batch_objects;
+        // Runs found by key (rules keyed by an expression) may be about other objects.
+        objects.extend(unit.runs.iter().map(|r| r.object.clone()));
+        Ok(Some(Ok(Prepared {
+            unit,
+            pass,
+            objects,
+            timers: timer_keys,
+            failed_timers,
+            retry_at,
+        })))
     }
 
     /// Cancels the active runs of rules a reload removed or disabled, journaling why.
@@ -321,10 +486,13 @@ impl Engine {
             while let Ok(diff) = reloads.try_recv() {
                 self.retire(&diff).await;
             }
-            match self.run_once().await {
+            match self.step().await {
                 Ok(pass) if !pass.is_idle() && pass.events + pass.timers > pass.deferred => continue,
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "engine pass failed; will retry"),
+            }
+            if let Err(error) = self.settle().await {
+                tracing::error!(%error, "engine commit failed; will retry");
             }
             let sleep = match self.parts.store.next_timer_at().await {
                 Ok(Some(due)) => {
@@ -334,7 +502,12 @@ impl Engine {
                 _ => IDLE_POLL,
             };
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    if let Err(error) = self.settle().await {
+                        tracing::error!(%error, "engine commit failed at shutdown");
+                    }
+                    return;
+                }
                 _ = wake.notified() => {}
                 Some(diff) = reloads.recv() => self.retire(&diff).await,
                 _ = tokio::time::sleep(sleep) => {}
@@ -342,7 +515,11 @@ impl Engine {
         }
     }
 
-    async fn retire(&self, diff: &RuleSetDiff) {
+    async fn retire(&mut self, diff: &RuleSetDiff) {
+        // A run of a retired rule may be in the batch in flight: let it land first.
+        if let Err(error) = self.settle().await {
+            tracing::error!(%error, "engine commit failed; will retry");
+        }
         for (ids, why) in [
             (&diff.removed, "its rule was removed by a reload"),
             (&diff.disabled, "its rule was disabled by a reload"),
