@@ -168,17 +168,24 @@ impl Engine {
             self.settle().await?;
         }
         let prepared = loop {
-            match self.prepare().await? {
-                Some(Ok(prepared)) => break Some(prepared),
-                None => break None,
-                // It needs an object the batch in flight touches: wait for that commit
-                // and prepare again.
-                Some(Err(NeedsCommitted)) => self.settle().await?,
+            let had_in_flight = self.in_flight.is_some();
+            let prepared = loop {
+                match self.prepare().await? {
+                    Some(Ok(prepared)) => break Some(prepared),
+                    None => break None,
+                    // It needs an object the batch in flight touches: wait for that
+                    // commit and prepare again.
+                    Some(Err(NeedsCommitted)) => self.settle().await?,
+                }
+            };
+            self.settle().await?;
+            match prepared {
+                Some(prepared) => break prepared,
+                // Nothing that the batch in flight did not hold back: now it has landed,
+                // look again before calling the engine idle.
+                None if had_in_flight => continue,
+                None => return Ok(Pass::default()),
             }
-        };
-        self.settle().await?;
-        let Some(prepared) = prepared else {
-            return Ok(Pass::default());
         };
         let Prepared {
             unit,
@@ -208,10 +215,12 @@ impl Engine {
         let Some(in_flight) = self.in_flight.take() else {
             return Ok(());
         };
+        let waited = std::time::Instant::now();
         let committed = in_flight
             .commit
             .await
             .map_err(|e| StoreError::Backend(format!("commit task failed: {e}")))?;
+        tracing::debug!(waited_ms = waited.elapsed().as_millis() as u64, "engine batch committed");
         self.serial = matches!(committed, Err(StoreError::Conflict(_)));
         committed?;
         let now = self.parts.clock.now();
@@ -225,12 +234,14 @@ impl Engine {
     /// Reads and evaluates the next batch, leaving out what the batch in flight
     /// touches. `None` when there is nothing to do.
     async fn prepare(&mut self) -> Result<Option<Result<Prepared, NeedsCommitted>>, StoreError> {
+        tracing::trace!("engine batch starting");
         let rules = self.parts.rules.current();
         self.versions.remember(&rules, self.parts.clock.now()).await?;
         let parts = &self.parts;
         let store = &parts.store;
         let now = parts.clock.now();
         let busy = self.in_flight.as_ref();
+        let started = std::time::Instant::now();
         let mut events = store.pending_events(now, parts.batch_size).await?;
         let mut due = store.due_timers(now, parts.batch_size).await?;
         due.retain(|t| {
@@ -272,7 +283,9 @@ impl Engine {
         objects.extend(due.iter().filter_map(|t| t.object.clone()));
         let timers: Vec<TimerRecord> = due.into_iter().map(|t| t.timer).collect();
         let requested: Vec<ObjectRef> = objects.iter().cloned().collect();
+        let read_work = started.elapsed();
         let mut view = store.load_objects(&requested).await?;
+        let loaded = started.elapsed();
         let mut requested = requested;
         let timer_run_ids: BTreeSet<&str> = timers.iter().map(|t| t.run_id.as_str()).collect();
         let timer_states: Vec<RunState> = view
@@ -370,6 +383,7 @@ impl Engine {
         let retry_at = Timestamp(now.as_millis() + parts.fetch_retry_ms);
         let handle = tokio::runtime::Handle::current();
 
+        let context = started.elapsed();
         let (unit, pass, failed_timers) = tokio::task::spawn_blocking(move || {
             let key_lookup = |rule_id: &str, key: &str| {
                 handle.block_on(store_for_keys.active_runs(rule_id, key))
@@ -426,6 +440,17 @@ impl Engine {
         .await
         .map_err(|e| StoreError::Backend(format!("engine task failed: {e}")))??;
 
+        tracing::debug!(
+            events = pass.events,
+            timers = pass.timers,
+            deferred = pass.deferred,
+            objects = batch_objects.len(),
+            read_ms = read_work.as_millis() as u64,
+            load_ms = (loaded - read_work).as_millis() as u64,
+            context_ms = (context - loaded).as_millis() as u64,
+            evaluate_ms = (started.elapsed() - context).as_millis() as u64,
+            "engine batch prepared"
+        );
         let mut objects = batch_objects;
         // Runs found by key (rules keyed by an expression) may be about other objects.
         objects.extend(unit.runs.iter().map(|r| r.object.clone()));
