@@ -52,3 +52,52 @@ CREATE TABLE rule_versions (
     loaded_at  INTEGER NOT NULL,
     PRIMARY KEY (rule_id, version)
 ) WITHOUT ROWID;
+
+-- The journal, the outbox and the property history drop AUTOINCREMENT: it updates
+-- `sqlite_sequence` on every insert, and these are the most inserted tables. Their
+-- `seq` still only grows: rows are removed oldest first (retention), never the newest,
+-- so SQLite's max(rowid) + 1 never hands out a number twice. The inbox keeps it (its
+-- seq is the arrival order the engine relies on, and is never reused even if emptied).
+CREATE TABLE journal_v3 (
+    seq          INTEGER PRIMARY KEY,
+    at           INTEGER NOT NULL,
+    object       TEXT,
+    kind         TEXT    NOT NULL,
+    summary      TEXT    NOT NULL,
+    detail_json  TEXT    NOT NULL
+);
+INSERT INTO journal_v3 SELECT seq, at, object, kind, summary, detail_json FROM journal;
+DROP TABLE journal;
+ALTER TABLE journal_v3 RENAME TO journal;
+CREATE INDEX journal_object ON journal (object, seq) WHERE object IS NOT NULL;
+CREATE INDEX journal_requests ON journal (seq) WHERE object IS NULL;
+
+CREATE TABLE outbox_v3 (
+    seq              INTEGER PRIMARY KEY,
+    idempotency_key  TEXT    NOT NULL UNIQUE,
+    run_id           TEXT    NOT NULL,
+    action           TEXT    NOT NULL,
+    object           TEXT    NOT NULL,
+    params_json      TEXT    NOT NULL,
+    created_at       INTEGER NOT NULL,
+    next_at          INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    status           TEXT    NOT NULL DEFAULT 'pending'
+);
+INSERT INTO outbox_v3 SELECT seq, idempotency_key, run_id, action, object, params_json, created_at, next_at, attempts, status FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_v3 RENAME TO outbox;
+CREATE INDEX outbox_due ON outbox (next_at) WHERE status = 'pending';
+
+CREATE TABLE property_history_v3 (
+    seq          INTEGER PRIMARY KEY,
+    object       TEXT    NOT NULL,
+    name         TEXT    NOT NULL,
+    value_json   TEXT    NOT NULL,
+    occurred_at  INTEGER NOT NULL,
+    event_id     TEXT    NOT NULL
+);
+INSERT INTO property_history_v3 SELECT seq, object, name, value_json, occurred_at, event_id FROM property_history;
+DROP TABLE property_history;
+ALTER TABLE property_history_v3 RENAME TO property_history;
+CREATE INDEX property_history_object ON property_history (object, name, occurred_at, seq);
