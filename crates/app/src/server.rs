@@ -24,11 +24,11 @@ use crate::api_error::{self, ApiError};
 use crate::config::Validated;
 use crate::connectors::CrmReader;
 use crate::engine::{Engine, EngineParts, Hydrator};
-use crate::journal::Redactor;
-use crate::rules_handle::{RulesHandle, spawn_sighup_reloader};
 use crate::ingest;
 use crate::ingest::hubspot::signature::SignaturePolicy;
+use crate::journal::Redactor;
 use crate::listener;
+use crate::rules_handle::{RulesHandle, spawn_sighup_reloader};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -190,11 +190,8 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
             let _ = reloaded.send(diff);
         }
     });
-    let engine = tokio::spawn(engine.run(
-        Arc::clone(&state.engine_wake),
-        reloads,
-        engine_stop.clone(),
-    ));
+    let engine =
+        tokio::spawn(engine.run(Arc::clone(&state.engine_wake), reloads, engine_stop.clone()));
 
     let app = router(
         state,

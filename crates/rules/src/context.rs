@@ -106,6 +106,40 @@ impl EvalContext {
         }
     }
 
+    /// What the engine and the simulator both gather for a rule: the object after the
+    /// event, its owner (named by its `hubspot_owner_id`; known by id only if `owners`
+    /// does not know it), and its linked objects grouped by type.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gather(
+        event: Option<Event>,
+        object: ObjectState,
+        previous: BTreeMap<String, Json>,
+        owners: impl Fn(&str) -> Option<Owner>,
+        linked: impl IntoIterator<Item = ObjectState>,
+        now: Timestamp,
+        calendar: Calendar,
+    ) -> Self {
+        let owner = object
+            .properties
+            .get(crate::simulator::OWNER_PROPERTY)
+            .map(|id| crate::trigger::value_text(Some(id)).trim().to_owned())
+            .filter(|id| !id.is_empty())
+            .map(|id| {
+                owners(&id).unwrap_or(Owner {
+                    id,
+                    ..Owner::default()
+                })
+            });
+        let mut associated: BTreeMap<String, Vec<ObjectState>> = BTreeMap::new();
+        for other in linked {
+            associated
+                .entry(other.object.object_type.clone())
+                .or_default()
+                .push(other);
+        }
+        Self::new(event, object, previous, owner, associated, now, calendar)
+    }
+
     /// A context with only an object and a time: for timer wakes and tests.
     pub fn for_object(object: ObjectState, now: Timestamp) -> Self {
         Self::new(

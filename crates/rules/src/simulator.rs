@@ -429,33 +429,23 @@ impl Simulator {
             .get(object)
             .cloned()
             .unwrap_or_else(|| ObjectState::new(object.clone()));
-        let owner = state.properties.get(OWNER_PROPERTY).and_then(|id| {
-            let id = crate::trigger::value_text(Some(id));
-            self.owners.get(&id).cloned().or_else(|| {
-                (!id.is_empty()).then(|| Owner {
-                    id,
-                    ..Owner::default()
-                })
-            })
-        });
-        let mut associated: BTreeMap<String, Vec<ObjectState>> = BTreeMap::new();
-        for other in self.associations.get(object).into_iter().flatten() {
-            let other_state = self
-                .objects
-                .get(other)
-                .cloned()
-                .unwrap_or_else(|| ObjectState::new(other.clone()));
-            associated
-                .entry(other.object_type.clone())
-                .or_default()
-                .push(other_state);
-        }
-        EvalContext::new(
+        let linked = self
+            .associations
+            .get(object)
+            .into_iter()
+            .flatten()
+            .map(|other| {
+                self.objects
+                    .get(other)
+                    .cloned()
+                    .unwrap_or_else(|| ObjectState::new(other.clone()))
+            });
+        EvalContext::gather(
             event,
             state,
             previous,
-            owner,
-            associated,
+            |id| self.owners.get(id).cloned(),
+            linked,
             self.now,
             self.calendar.clone(),
         )

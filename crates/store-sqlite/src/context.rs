@@ -294,7 +294,10 @@ pub(crate) fn runs_where(
     rows.map(|row| row.map_err(sql_error)?).collect()
 }
 
-pub(crate) fn owners(connection: &Connection, ids: &[String]) -> Result<Vec<CachedOwner>, StoreError> {
+pub(crate) fn owners(
+    connection: &Connection,
+    ids: &[String],
+) -> Result<Vec<CachedOwner>, StoreError> {
     let mut statement = connection
         .prepare_cached(
             "SELECT owner_id, email, name, teams_json, fetched_at FROM owners WHERE owner_id = ?1",

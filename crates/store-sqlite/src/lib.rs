@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
-    AppendOutcome, CachedOwner, DueTimer, InboxBatch, JournalEntry, ObjectState, ObjectsView, OutboxJob,
-    PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, Store, StoreError,
-    TimerRecord, UnitOfWork,
+    AppendOutcome, CachedOwner, DueTimer, InboxBatch, JournalEntry, ObjectState, ObjectsView,
+    OutboxJob, PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, Store,
+    StoreError, TimerRecord, UnitOfWork,
 };
 use rusqlite::Connection;
 

@@ -186,7 +186,11 @@ pub(crate) struct PreparedUnit {
 impl PreparedUnit {
     pub(crate) fn new(unit: UnitOfWork) -> Self {
         Self {
-            values: unit.property_writes.iter().map(|w| w.value.to_string()).collect(),
+            values: unit
+                .property_writes
+                .iter()
+                .map(|w| w.value.to_string())
+                .collect(),
             states: unit.runs.iter().map(|r| r.state.to_string()).collect(),
             params: unit.outbox.iter().map(|j| j.params.to_string()).collect(),
             details: unit.journal.iter().map(|e| e.detail.to_string()).collect(),

@@ -529,7 +529,13 @@ pub async fn a_deferred_event_holds_back_its_object_until_due(store: Arc<dyn Sto
         })
         .await
         .unwrap();
-    assert!(store.pending_events(Timestamp(0), 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .pending_events(Timestamp(0), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.pending_count().await.unwrap(), 0);
 }
 
@@ -549,7 +555,10 @@ pub async fn links_go_both_ways_and_a_fetched_list_replaces_them(store: Arc<dyn 
         })
         .await
         .unwrap();
-    let view = store.load_objects(&[deal.clone(), c1.clone()]).await.unwrap();
+    let view = store
+        .load_objects(&[deal.clone(), c1.clone()])
+        .await
+        .unwrap();
     let mut links = view.links.clone();
     links.sort();
     assert_eq!(
@@ -575,7 +584,10 @@ pub async fn links_go_both_ways_and_a_fetched_list_replaces_them(store: Arc<dyn 
         })
         .await
         .unwrap();
-    let view = store.load_objects(&[deal.clone(), c3.clone()]).await.unwrap();
+    let view = store
+        .load_objects(&[deal.clone(), c3.clone()])
+        .await
+        .unwrap();
     let mut links = view.links.clone();
     links.sort();
     assert_eq!(
@@ -621,7 +633,10 @@ pub async fn owners_runs_and_timers_read_back(store: Arc<dyn Store>) {
         vec![owner]
     );
     let object = waiting.object.clone();
-    let view = store.load_objects(std::slice::from_ref(&object)).await.unwrap();
+    let view = store
+        .load_objects(std::slice::from_ref(&object))
+        .await
+        .unwrap();
     assert_eq!(view.runs, vec![waiting.clone()], "only active runs");
     assert_eq!(store.runs_for(&object).await.unwrap().len(), 2);
     assert_eq!(
@@ -635,9 +650,16 @@ pub async fn owners_runs_and_timers_read_back(store: Arc<dyn Store>) {
         store.active_runs_of_rule("lead-gone-cold").await.unwrap(),
         vec![waiting]
     );
-    assert_eq!(store.timers_for(&object).await.unwrap(), vec![timer.clone()]);
+    assert_eq!(
+        store.timers_for(&object).await.unwrap(),
+        vec![timer.clone()]
+    );
     let due = store.due_timers(Timestamp(700), 10).await.unwrap();
     assert_eq!(due.len(), 1);
-    assert_eq!((&due[0].timer, due[0].object.as_ref()), (&timer, Some(&object)), "with its run's object");
+    assert_eq!(
+        (&due[0].timer, due[0].object.as_ref()),
+        (&timer, Some(&object)),
+        "with its run's object"
+    );
     assert_eq!(store.next_timer_at().await.unwrap(), Some(Timestamp(700)));
 }

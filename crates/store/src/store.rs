@@ -3,9 +3,9 @@
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 
 use crate::model::{
-    AppendOutcome, CachedOwner, DueTimer, InboxBatch, JournalEntry, ObjectState, ObjectsView, OutboxJob,
-    PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, TimerRecord,
-    UnitOfWork,
+    AppendOutcome, CachedOwner, DueTimer, InboxBatch, JournalEntry, ObjectState, ObjectsView,
+    OutboxJob, PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord,
+    TimerRecord, UnitOfWork,
 };
 
 /// Why a store call failed. Callers at the HTTP edge answer these as an opaque 500 and

@@ -10,9 +10,9 @@ use crate::config::Validated;
 use crate::connectors::CrmReader;
 use crate::connectors::hubspot::HubSpotReader;
 use crate::rules_handle::{PidFile, RulesHandle};
-use followthrough_rules::print_diagnostics;
 use crate::server;
 use crate::telemetry;
+use followthrough_rules::print_diagnostics;
 
 pub fn run(config: Validated) -> anyhow::Result<ExitCode> {
     telemetry::init(config.config.log.format, &config.config.log.level);

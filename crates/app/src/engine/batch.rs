@@ -57,7 +57,10 @@ struct Props(BTreeMap<String, (Json, Timestamp)>);
 
 impl Props {
     fn values(&self) -> BTreeMap<String, Json> {
-        self.0.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect()
+        self.0
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -203,7 +206,10 @@ impl<'a> Batch<'a> {
         if let Some(ids) = self.by_object.get_mut(&state.object) {
             ids.remove(&state.run_id);
         }
-        if let Some(ids) = self.by_key.get_mut(&(state.rule_id.clone(), state.key.clone())) {
+        if let Some(ids) = self
+            .by_key
+            .get_mut(&(state.rule_id.clone(), state.key.clone()))
+        {
             ids.remove(&state.run_id);
         }
     }
@@ -251,7 +257,10 @@ impl<'a> Batch<'a> {
         }
         for write in &fetched.property_writes {
             let props = self.objects.entry(write.object.clone()).or_default();
-            let newer = props.0.get(&write.name).is_none_or(|(_, t)| write.occurred_at >= *t);
+            let newer = props
+                .0
+                .get(&write.name)
+                .is_none_or(|(_, t)| write.occurred_at >= *t);
             if newer {
                 props
                     .0
@@ -312,7 +321,14 @@ impl<'a> Batch<'a> {
             .journal
             .push(record::timer_fired(now, &state, timer));
         let ctx = self.context(&state.object, None, BTreeMap::new(), now);
-        let result = advance(&rule, &state, Wake::TimerFired { due_at: timer.due_at }, &ctx);
+        let result = advance(
+            &rule,
+            &state,
+            Wake::TimerFired {
+                due_at: timer.due_at,
+            },
+            &ctx,
+        );
         self.record(result);
     }
 
@@ -355,7 +371,8 @@ impl<'a> Batch<'a> {
             .collect();
         for state in waiting {
             let Some(rule) = self.rule_for(&state) else {
-                let result = cancel_run(&state, "its rule is no longer loaded (removed or disabled)");
+                let result =
+                    cancel_run(&state, "its rule is no longer loaded (removed or disabled)");
                 self.record(result);
                 continue;
             };
@@ -371,10 +388,8 @@ impl<'a> Batch<'a> {
 
         // 2. Triggers.
         let rules = self.rules;
-        let candidates: Vec<(&Rule, Subject)> = rules
-            .matching(event)
-            .map(|c| (c.rule, c.subject))
-            .collect();
+        let candidates: Vec<(&Rule, Subject)> =
+            rules.matching(event).map(|c| (c.rule, c.subject)).collect();
         for (rule, subject) in candidates {
             let targets: Vec<(ObjectRef, BTreeMap<String, Json>)> = match subject {
                 Subject::EventObject => vec![(object.clone(), previous.clone())],
@@ -450,12 +465,9 @@ impl<'a> Batch<'a> {
                         changed: None,
                     },
                 );
-                self.unit.journal.push(record::run_started(
-                    self.settings.now,
-                    rule,
-                    &state,
-                    event,
-                ));
+                self.unit
+                    .journal
+                    .push(record::run_started(self.settings.now, rule, &state, event));
                 let result = advance(rule, &state, Wake::Start, ctx);
                 self.record(result);
             }
@@ -565,27 +577,28 @@ impl<'a> Batch<'a> {
                     .unit
                     .journal
                     .push(record::lookup_waiting(now, &state, &lookup)),
-                Decision::Condition { step, trace } => self.unit.journal.push(
-                    record::condition(now, &state, &step, &trace, self.settings.redactor),
-                ),
-                Decision::Completed => self.unit.journal.push(record::run_ended(
+                Decision::Condition { step, trace } => self.unit.journal.push(record::condition(
                     now,
                     &state,
-                    "completed",
-                    None,
+                    &step,
+                    &trace,
+                    self.settings.redactor,
                 )),
-                Decision::Failed { why } => self.unit.journal.push(record::run_ended(
-                    now,
-                    &state,
-                    "failed",
-                    Some(&why),
-                )),
-                Decision::Cancelled { why } => self.unit.journal.push(record::run_ended(
-                    now,
-                    &state,
-                    "cancelled",
-                    Some(&why),
-                )),
+                Decision::Completed => {
+                    self.unit
+                        .journal
+                        .push(record::run_ended(now, &state, "completed", None))
+                }
+                Decision::Failed { why } => {
+                    self.unit
+                        .journal
+                        .push(record::run_ended(now, &state, "failed", Some(&why)))
+                }
+                Decision::Cancelled { why } => {
+                    self.unit
+                        .journal
+                        .push(record::run_ended(now, &state, "cancelled", Some(&why)))
+                }
             }
         }
     }
@@ -594,7 +607,8 @@ impl<'a> Batch<'a> {
         // A timer scheduled in this batch is simply not written; one from the store is
         // deleted.
         let before = self.scheduled.len();
-        self.scheduled.retain(|(id, due, _)| !(id == run_id && *due == at));
+        self.scheduled
+            .retain(|(id, due, _)| !(id == run_id && *due == at));
         if self.scheduled.len() == before {
             self.cancelled.insert((run_id.to_owned(), at));
         }
@@ -639,11 +653,13 @@ impl<'a> Batch<'a> {
                     removed: *removed,
                     at,
                 });
-                self.unit.journal.push(crate::journal::association_seen_from_other_end(
-                    self.settings.now,
-                    event,
-                    to,
-                ));
+                self.unit
+                    .journal
+                    .push(crate::journal::association_seen_from_other_end(
+                        self.settings.now,
+                        event,
+                        to,
+                    ));
             }
             EventKind::Created | EventKind::Merged { .. } => {}
         }
@@ -662,40 +678,28 @@ impl<'a> Batch<'a> {
             .get(object)
             .map(Props::values)
             .unwrap_or_default();
-        let owner = properties
-            .get(OWNER_PROPERTY)
-            .map(owner_id)
-            .filter(|id| !id.is_empty())
-            .map(|id| {
-                self.owners.get(&id).cloned().unwrap_or(Owner {
-                    id,
-                    ..Owner::default()
-                })
+        let linked = self
+            .links
+            .get(object)
+            .into_iter()
+            .flatten()
+            .map(|other| ObjectState {
+                object: other.clone(),
+                properties: self
+                    .objects
+                    .get(other)
+                    .map(Props::values)
+                    .unwrap_or_default(),
             });
-        let mut associated: BTreeMap<String, Vec<ObjectState>> = BTreeMap::new();
-        for other in self.links.get(object).into_iter().flatten() {
-            let properties = self
-                .objects
-                .get(other)
-                .map(Props::values)
-                .unwrap_or_default();
-            associated
-                .entry(other.object_type.clone())
-                .or_default()
-                .push(ObjectState {
-                    object: other.clone(),
-                    properties,
-                });
-        }
-        EvalContext::new(
+        EvalContext::gather(
             event,
             ObjectState {
                 object: object.clone(),
                 properties,
             },
             previous,
-            owner,
-            associated,
+            |id| self.owners.get(id).cloned(),
+            linked,
             now,
             self.settings.calendar.clone(),
         )

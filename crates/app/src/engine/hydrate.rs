@@ -48,7 +48,9 @@ impl Needs {
         let mut blocked = failed.clone();
         for (object, why) in failed {
             for dependent in self.dependents.get(object).into_iter().flatten() {
-                blocked.entry(dependent.clone()).or_insert_with(|| why.clone());
+                blocked
+                    .entry(dependent.clone())
+                    .or_insert_with(|| why.clone());
             }
         }
         blocked
@@ -169,7 +171,13 @@ pub fn needs(
     }
     for run in timer_runs {
         if let Some(rule) = rules.get(&run.rule_id) {
-            add_rule(&mut needs, rule, &run.object, ids_of(&run.object), &run.object);
+            add_rule(
+                &mut needs,
+                rule,
+                &run.object,
+                ids_of(&run.object),
+                &run.object,
+            );
         }
     }
     needs

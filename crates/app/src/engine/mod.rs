@@ -195,7 +195,12 @@ impl Engine {
             failed_timers,
             retry_at,
         } = prepared;
-        let seqs = unit.applied.iter().chain(unit.deferrals.iter().map(|d| &d.seq)).copied().collect();
+        let seqs = unit
+            .applied
+            .iter()
+            .chain(unit.deferrals.iter().map(|d| &d.seq))
+            .copied()
+            .collect();
         let owners = unit.owners.clone();
         let store = Arc::clone(&self.parts.store);
         self.in_flight = Some(InFlight {
@@ -220,7 +225,10 @@ impl Engine {
             .commit
             .await
             .map_err(|e| StoreError::Backend(format!("commit task failed: {e}")))?;
-        tracing::debug!(waited_ms = waited.elapsed().as_millis() as u64, "engine batch committed");
+        tracing::debug!(
+            waited_ms = waited.elapsed().as_millis() as u64,
+            "engine batch committed"
+        );
         self.serial = matches!(committed, Err(StoreError::Conflict(_)));
         committed?;
         let now = self.parts.clock.now();
@@ -236,7 +244,9 @@ impl Engine {
     async fn prepare(&mut self) -> Result<Option<Result<Prepared, NeedsCommitted>>, StoreError> {
         tracing::trace!("engine batch starting");
         let rules = self.parts.rules.current();
-        self.versions.remember(&rules, self.parts.clock.now()).await?;
+        self.versions
+            .remember(&rules, self.parts.clock.now())
+            .await?;
         let parts = &self.parts;
         let store = &parts.store;
         let now = parts.clock.now();
@@ -250,7 +260,8 @@ impl Engine {
                 .get(t.timer.run_id.as_str())
                 .is_none_or(|retry| *retry <= now)
                 && busy.is_none_or(|b| {
-                    !b.timers.contains(&key) && t.object.as_ref().is_none_or(|o| !b.objects.contains(o))
+                    !b.timers.contains(&key)
+                        && t.object.as_ref().is_none_or(|o| !b.objects.contains(o))
                 })
         });
         if let Some(busy) = busy {
@@ -275,7 +286,8 @@ impl Engine {
         let mut objects: BTreeSet<ObjectRef> = BTreeSet::new();
         for pending in &events {
             objects.insert(pending.event.object.clone());
-            if let followthrough_core::EventKind::AssociationChange { to, .. } = &pending.event.kind {
+            if let followthrough_core::EventKind::AssociationChange { to, .. } = &pending.event.kind
+            {
                 objects.insert(to.clone());
             }
         }
@@ -297,8 +309,9 @@ impl Engine {
         // Links this batch creates count for what it must load and fetch: a call linked
         // to a contact and created in the same webhook is activity on that contact.
         for pending in &events {
-            if let followthrough_core::EventKind::AssociationChange { to, removed: false, .. } =
-                &pending.event.kind
+            if let followthrough_core::EventKind::AssociationChange {
+                to, removed: false, ..
+            } = &pending.event.kind
             {
                 let from = &pending.event.object;
                 view.links.push((from.clone(), to.clone()));
@@ -321,7 +334,14 @@ impl Engine {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        load_more(store.as_ref(), &mut view, &mut requested, &mut objects, linked).await?;
+        load_more(
+            store.as_ref(),
+            &mut view,
+            &mut requested,
+            &mut objects,
+            linked,
+        )
+        .await?;
 
         // Context the rules read, fetched if missing or stale.
         let needs = hydrate::needs(&rules, &view, &events, &timer_states);
@@ -337,7 +357,10 @@ impl Engine {
         let fetched = if needs.is_empty() {
             hydrate::Fetched::default()
         } else {
-            parts.hydrator.fetch(&needs, &cached_owners, &view, now).await
+            parts
+                .hydrator
+                .fetch(&needs, &cached_owners, &view, now)
+                .await
         };
         let blocked = needs.blocked(&fetched.failed);
 
@@ -372,10 +395,7 @@ impl Engine {
             .iter()
             .map(|t| (t.run_id.to_string(), t.due_at))
             .collect();
-        let pinned = self
-            .versions
-            .pinned_for(&rules, view.runs.iter())
-            .await?;
+        let pinned = self.versions.pinned_for(&rules, view.runs.iter()).await?;
         let store_for_keys = Arc::clone(store);
         let calendar = parts.calendar.clone();
         let redactor = parts.redactor.clone();
@@ -474,7 +494,8 @@ impl Engine {
                     continue;
                 };
                 let result = cancel_run(&state, why);
-                unit.journal.push(record::rule_retired(now, &result.state, why));
+                unit.journal
+                    .push(record::rule_retired(now, &result.state, why));
                 if let Some(at) = state.timer() {
                     unit.timers_cancelled.push(TimerRecord {
                         run_id: record.run_id.clone(),
@@ -512,7 +533,9 @@ impl Engine {
                 self.retire(&diff).await;
             }
             match self.step().await {
-                Ok(pass) if !pass.is_idle() && pass.events + pass.timers > pass.deferred => continue,
+                Ok(pass) if !pass.is_idle() && pass.events + pass.timers > pass.deferred => {
+                    continue;
+                }
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "engine pass failed; will retry"),
             }
@@ -553,8 +576,12 @@ impl Engine {
                 continue;
             }
             match self.retire_rules(ids, why).await {
-                Ok(count) => tracing::info!(rules = ?ids, runs = count, "{why}: active runs cancelled"),
-                Err(error) => tracing::error!(%error, "cancelling the runs of retired rules failed"),
+                Ok(count) => {
+                    tracing::info!(rules = ?ids, runs = count, "{why}: active runs cancelled")
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cancelling the runs of retired rules failed")
+                }
             }
         }
     }
@@ -588,7 +615,10 @@ fn fire(
     failed_timers: &mut Vec<String>,
     pass: &mut Pass,
 ) {
-    if batch.timer_object(timer).is_some_and(|o| failed.contains_key(&o)) {
+    if batch
+        .timer_object(timer)
+        .is_some_and(|o| failed.contains_key(&o))
+    {
         failed_timers.push(timer.run_id.to_string());
         return;
     }

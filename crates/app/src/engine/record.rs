@@ -12,7 +12,13 @@ use serde_json::{Map, Value, json};
 
 use crate::journal::Redactor;
 
-fn entry(at: Timestamp, object: &ObjectRef, kind: JournalKind, summary: String, detail: Value) -> JournalEntry {
+fn entry(
+    at: Timestamp,
+    object: &ObjectRef,
+    kind: JournalKind,
+    summary: String,
+    detail: Value,
+) -> JournalEntry {
     JournalEntry {
         at,
         object: Some(object.clone()),
@@ -46,8 +52,12 @@ pub fn rule_evaluated(
 ) -> JournalEntry {
     let (outcome, text, guard) = match decision {
         TriggerDecision::Start { key, guard } => ("matched", format!("matched (key {key})"), guard),
-        TriggerDecision::NoMatch { reason, guard } => ("no_match", format!("did not match: {reason}"), guard),
-        TriggerDecision::Failed { why, guard } => ("failed", format!("could not be evaluated: {why}"), guard),
+        TriggerDecision::NoMatch { reason, guard } => {
+            ("no_match", format!("did not match: {reason}"), guard)
+        }
+        TriggerDecision::Failed { why, guard } => {
+            ("failed", format!("could not be evaluated: {why}"), guard)
+        }
     };
     let guard = guard.as_ref().map(|g| redacted_trace(g, redactor));
     // The values that decided it, in the summary too: what a person reading the trace
@@ -57,7 +67,10 @@ pub fn rule_evaluated(
         .and_then(|g| g["inputs"].as_object())
         .filter(|inputs| !inputs.is_empty())
         .map(|inputs| {
-            let shown: Vec<String> = inputs.iter().map(|(path, value)| format!("{path} = {value}")).collect();
+            let shown: Vec<String> = inputs
+                .iter()
+                .map(|(path, value)| format!("{path} = {value}"))
+                .collect();
             format!(" [{}]", shown.join(", "))
         })
         .unwrap_or_default();
@@ -73,12 +86,20 @@ pub fn rule_evaluated(
     )
 }
 
-pub fn retrigger_ignored(at: Timestamp, rule: &Rule, object: &ObjectRef, active: &str) -> JournalEntry {
+pub fn retrigger_ignored(
+    at: Timestamp,
+    rule: &Rule,
+    object: &ObjectRef,
+    active: &str,
+) -> JournalEntry {
     entry(
         at,
         object,
         JournalKind::Run,
-        format!("rule {} not restarted: run {active} is active and the rule says on_retrigger: ignore", rule.id),
+        format!(
+            "rule {} not restarted: run {active} is active and the rule says on_retrigger: ignore",
+            rule.id
+        ),
         json!({ "rule_id": rule.id, "run_id": active, "outcome": "ignored" }),
     )
 }
@@ -88,7 +109,10 @@ pub fn run_started(at: Timestamp, rule: &Rule, state: &RunState, event: &Event) 
         at,
         &state.object,
         JournalKind::Run,
-        format!("run {} of rule {} started (key {})", state.run_id, rule.id, state.key),
+        format!(
+            "run {} of rule {} started (key {})",
+            state.run_id, rule.id, state.key
+        ),
         json!({
             "run_id": state.run_id, "rule_id": rule.id, "rule_version": rule.version,
             "key": state.key, "event_id": event.id, "outcome": "started",
@@ -96,13 +120,21 @@ pub fn run_started(at: Timestamp, rule: &Rule, state: &RunState, event: &Event) 
     )
 }
 
-pub fn run_ended(at: Timestamp, state: &RunState, outcome: &str, why: Option<&str>) -> JournalEntry {
+pub fn run_ended(
+    at: Timestamp,
+    state: &RunState,
+    outcome: &str,
+    why: Option<&str>,
+) -> JournalEntry {
     let because = why.map(|w| format!(": {w}")).unwrap_or_default();
     entry(
         at,
         &state.object,
         JournalKind::Run,
-        format!("run {} of rule {} {outcome}{because}", state.run_id, state.rule_id),
+        format!(
+            "run {} of rule {} {outcome}{because}",
+            state.run_id, state.rule_id
+        ),
         json!({ "run_id": state.run_id, "rule_id": state.rule_id, "outcome": outcome, "why": why }),
     )
 }
@@ -123,7 +155,10 @@ pub fn condition(
         at,
         &state.object,
         JournalKind::Run,
-        format!("run {} {step}: `{}` is {result}", state.run_id, trace.expression),
+        format!(
+            "run {} {step}: `{}` is {result}",
+            state.run_id, trace.expression
+        ),
         json!({
             "run_id": state.run_id, "rule_id": state.rule_id, "step": step,
             "outcome": "condition", "condition": redacted_trace(trace, redactor),
@@ -131,22 +166,41 @@ pub fn condition(
     )
 }
 
-pub fn timer_scheduled(at: Timestamp, state: &RunState, due: Timestamp, kind: &str, step: &str) -> JournalEntry {
+pub fn timer_scheduled(
+    at: Timestamp,
+    state: &RunState,
+    due: Timestamp,
+    kind: &str,
+    step: &str,
+) -> JournalEntry {
     entry(
         at,
         &state.object,
         JournalKind::Timer,
-        format!("timer for run {} {step} scheduled at {}", state.run_id, due.to_rfc3339()),
+        format!(
+            "timer for run {} {step} scheduled at {}",
+            state.run_id,
+            due.to_rfc3339()
+        ),
         json!({ "run_id": state.run_id, "rule_id": state.rule_id, "due_at": due.to_rfc3339(), "kind": kind, "step": step, "outcome": "scheduled" }),
     )
 }
 
-pub fn timer_cancelled(at: Timestamp, state: &RunState, due: Timestamp, step: &str) -> JournalEntry {
+pub fn timer_cancelled(
+    at: Timestamp,
+    state: &RunState,
+    due: Timestamp,
+    step: &str,
+) -> JournalEntry {
     entry(
         at,
         &state.object,
         JournalKind::Timer,
-        format!("timer for run {} {step} due {} cancelled", state.run_id, due.to_rfc3339()),
+        format!(
+            "timer for run {} {step} due {} cancelled",
+            state.run_id,
+            due.to_rfc3339()
+        ),
         json!({ "run_id": state.run_id, "rule_id": state.rule_id, "due_at": due.to_rfc3339(), "step": step, "outcome": "cancelled" }),
     )
 }
@@ -156,7 +210,11 @@ pub fn timer_fired(at: Timestamp, state: &RunState, timer: &TimerRecord) -> Jour
         at,
         &state.object,
         JournalKind::Timer,
-        format!("timer for run {} due {} fired", state.run_id, timer.due_at.to_rfc3339()),
+        format!(
+            "timer for run {} due {} fired",
+            state.run_id,
+            timer.due_at.to_rfc3339()
+        ),
         json!({
             "run_id": state.run_id, "rule_id": state.rule_id, "due_at": timer.due_at.to_rfc3339(),
             "kind": timer.kind, "outcome": "fired", "late_ms": at.as_millis() - timer.due_at.as_millis(),
@@ -164,7 +222,13 @@ pub fn timer_fired(at: Timestamp, state: &RunState, timer: &TimerRecord) -> Jour
     )
 }
 
-pub fn timer_skipped(at: Timestamp, state: &RunState, timer: &TimerRecord, overdue_ms: i64, limit_ms: i64) -> JournalEntry {
+pub fn timer_skipped(
+    at: Timestamp,
+    state: &RunState,
+    timer: &TimerRecord,
+    overdue_ms: i64,
+    limit_ms: i64,
+) -> JournalEntry {
     entry(
         at,
         &state.object,
@@ -188,7 +252,10 @@ pub fn action_queued(at: Timestamp, state: &RunState, action: &ActionDecision) -
         at,
         &state.object,
         JournalKind::Action,
-        format!("{} queued by run {} {}", action.action, state.run_id, action.step),
+        format!(
+            "{} queued by run {} {}",
+            action.action, state.run_id, action.step
+        ),
         json!({
             "run_id": state.run_id, "rule_id": state.rule_id, "action": action.action,
             "step": action.step, "idempotency_key": action.idempotency_key,
@@ -197,7 +264,13 @@ pub fn action_queued(at: Timestamp, state: &RunState, action: &ActionDecision) -
     )
 }
 
-pub fn action_skipped(at: Timestamp, state: &RunState, action: &str, step: &str, why: &str) -> JournalEntry {
+pub fn action_skipped(
+    at: Timestamp,
+    state: &RunState,
+    action: &str,
+    step: &str,
+    why: &str,
+) -> JournalEntry {
     entry(
         at,
         &state.object,
@@ -217,7 +290,13 @@ pub fn lookup_waiting(at: Timestamp, state: &RunState, lookup: &LookupDecision) 
     )
 }
 
-pub fn event_deferred(at: Timestamp, event: &Event, not_before: Timestamp, deferrals: u32, why: &str) -> JournalEntry {
+pub fn event_deferred(
+    at: Timestamp,
+    event: &Event,
+    not_before: Timestamp,
+    deferrals: u32,
+    why: &str,
+) -> JournalEntry {
     entry(
         at,
         &event.object,

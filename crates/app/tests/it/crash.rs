@@ -246,7 +246,14 @@ fn contact_events(contact: u64, base: i64) -> Vec<Value> {
         .enumerate()
         .map(|(step, (name, value))| {
             let event_id = contact * 10 + step as u64;
-            property_change(event_id, "contact", contact, base + step as i64, name, value)
+            property_change(
+                event_id,
+                "contact",
+                contact,
+                base + step as i64,
+                name,
+                value,
+            )
         })
         .collect()
 }
@@ -301,12 +308,9 @@ async fn sigkill_at_random_points_loses_no_event_and_queues_no_action_twice() {
                     let mut request = client
                         .post(format!("http://127.0.0.1:{port}/webhooks/hubspot"))
                         .body(body.clone());
-                    for (name, value) in signed_headers(
-                        SECRET,
-                        "http://127.0.0.1:8080/webhooks/hubspot",
-                        body,
-                        now,
-                    ) {
+                    for (name, value) in
+                        signed_headers(SECRET, "http://127.0.0.1:8080/webhooks/hubspot", body, now)
+                    {
                         request = request.header(name, value);
                     }
                     match request.send().await {
@@ -349,8 +353,16 @@ async fn sigkill_at_random_points_loses_no_event_and_queues_no_action_twice() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let events = (CONTACTS * 4) as i64;
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox"), events, "each event stored once");
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox_applied"), events, "and applied once");
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM inbox"),
+        events,
+        "each event stored once"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM inbox_applied"),
+        events,
+        "and applied once"
+    );
     assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox"), expected_actions);
     assert_eq!(
         count(&db, "SELECT COUNT(DISTINCT idempotency_key) FROM outbox"),

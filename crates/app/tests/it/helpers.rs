@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use followthrough::config::Config;
-use followthrough::ingest::hubspot::signature::{SignedParts, sign_v3};
 use followthrough::connectors::CrmReader;
 use followthrough::connectors::hubspot::HubSpotReader;
+use followthrough::ingest::hubspot::signature::{SignedParts, sign_v3};
 use followthrough::rules_handle::RulesHandle;
 use followthrough::server::{self, RunningServer, Services};
-use followthrough_fakes::FakeHubSpot;
 use followthrough_core::{Clock, ManualClock, SystemClock};
+use followthrough_fakes::FakeHubSpot;
 use followthrough_store::Store;
 use followthrough_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
@@ -88,7 +88,8 @@ async fn spawn_in(
         .validate()
         .unwrap();
     let store = Arc::new(SqliteStore::open(&db_path, true).unwrap());
-    let rules = Arc::new(RulesHandle::load(&config.config.rules.dir).expect("test rules are valid"));
+    let rules =
+        Arc::new(RulesHandle::load(&config.config.rules.dir).expect("test rules are valid"));
     let crm = HubSpotReader::new(
         &hubspot.base_url(),
         hubspot.token().into(),

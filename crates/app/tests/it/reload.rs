@@ -222,11 +222,21 @@ async fn a_reload_that_removes_a_rule_cancels_its_waiting_runs_and_a_bad_one_cha
         let client = client.clone();
         async move {
             let at = SystemClock.now().as_millis();
-            let body = serde_json::json!([property_change(contact, "contact", contact, at, "demo_requested", "yes")]).to_string();
+            let body = serde_json::json!([property_change(
+                contact,
+                "contact",
+                contact,
+                at,
+                "demo_requested",
+                "yes"
+            )])
+            .to_string();
             let mut request = client
                 .post(format!("http://127.0.0.1:{port}/webhooks/hubspot"))
                 .body(body.clone());
-            for (name, value) in signed_headers(SECRET, "http://127.0.0.1:8080/webhooks/hubspot", &body, at) {
+            for (name, value) in
+                signed_headers(SECRET, "http://127.0.0.1:8080/webhooks/hubspot", &body, at)
+            {
                 request = request.header(name, value);
             }
             assert_eq!(request.send().await.unwrap().status(), 200);
@@ -238,11 +248,19 @@ async fn a_reload_that_removes_a_rule_cancels_its_waiting_runs_and_a_bad_one_cha
 
     // An invalid rule: `reload` refuses it and signals nothing; a SIGHUP sent anyway is
     // refused by the server, which keeps its rules.
-    std::fs::write(rules.join("broken.yaml"), "id: broken\non: { object: contact }\nsteps: []\n").unwrap();
+    std::fs::write(
+        rules.join("broken.yaml"),
+        "id: broken\non: { object: contact }\nsteps: []\n",
+    )
+    .unwrap();
     let config = dir.path().join("followthrough.toml");
     std::fs::write(
         &config,
-        format!("[server]\npid_file = {:?}\n[rules]\ndir = {:?}\n", db.with_extension("pid"), rules),
+        format!(
+            "[server]\npid_file = {:?}\n[rules]\ndir = {:?}\n",
+            db.with_extension("pid"),
+            rules
+        ),
     )
     .unwrap();
     let reload = || {
@@ -255,11 +273,21 @@ async fn a_reload_that_removes_a_rule_cancels_its_waiting_runs_and_a_bad_one_cha
     };
     let refused = reload();
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
-    assert!(text(&refused.stderr).contains("broken.yaml:"), "{}", text(&refused.stderr));
-    let hup = Command::new("kill").args(["-HUP", &server.id().to_string()]).status().unwrap();
+    assert!(
+        text(&refused.stderr).contains("broken.yaml:"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.id().to_string()])
+        .status()
+        .unwrap();
     assert!(hup.success());
     std::thread::sleep(Duration::from_millis(300));
-    assert!(server.try_wait().unwrap().is_none(), "SIGHUP does not stop the server");
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "SIGHUP does not stop the server"
+    );
     post(2).await;
     assert!(wait_for(|| waiting() == 2), "the rule is still in force");
 
@@ -267,17 +295,33 @@ async fn a_reload_that_removes_a_rule_cancels_its_waiting_runs_and_a_bad_one_cha
     std::fs::remove_file(rules.join("broken.yaml")).unwrap();
     std::fs::remove_file(rules.join("follow-up.yaml")).unwrap();
     let reloaded = reload();
-    assert_eq!(reloaded.status.code(), Some(0), "{}", text(&reloaded.stderr));
+    assert_eq!(
+        reloaded.status.code(),
+        Some(0),
+        "{}",
+        text(&reloaded.stderr)
+    );
     let cancelled = || {
         count(
             &db,
             "SELECT COUNT(*) FROM runs WHERE status = 'cancelled' AND reason = 'its rule was removed by a reload'",
         )
     };
-    assert!(wait_for(|| cancelled() == 2), "both runs cancelled: {}", cancelled());
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM timers"), 0, "and their timers");
     assert!(
-        count(&db, "SELECT COUNT(*) FROM journal WHERE kind = 'run' AND summary LIKE '%removed by a reload%'") >= 2,
+        wait_for(|| cancelled() == 2),
+        "both runs cancelled: {}",
+        cancelled()
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM timers"),
+        0,
+        "and their timers"
+    );
+    assert!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM journal WHERE kind = 'run' AND summary LIKE '%removed by a reload%'"
+        ) >= 2,
         "journaled"
     );
     server.kill().unwrap();

@@ -126,7 +126,10 @@ fn migrate_creates_the_schema_once_and_is_idempotent() {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("schema at version {}", followthrough_store_sqlite::LATEST_VERSION)));
+        assert!(String::from_utf8_lossy(&output.stderr).contains(&format!(
+            "schema at version {}",
+            followthrough_store_sqlite::LATEST_VERSION
+        )));
     }
     assert_eq!(
         crate::helpers::count(&db, "SELECT COUNT(*) FROM schema_migrations"),
