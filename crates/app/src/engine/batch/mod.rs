@@ -7,24 +7,31 @@
 //!
 //! Nothing here does I/O except [`KeyLookup`], which asks the store for the active runs
 //! of a (rule, key) the batch has not loaded (only rules keyed by an expression need it).
+//!
+//! This file walks events and timers through the rules; `objects` keeps the objects in
+//! memory and builds what a rule sees; `outcome` turns decisions into rows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use followthrough_core::{Event, EventKind, ObjectRef, RunId, Timestamp};
 use followthrough_rules::{
-    Advance, Calendar, Decision, EvalContext, KeySpec, ObjectState, OnRetrigger, Owner,
-    RetriggerDecision, Rule, RuleSet, RunState, Subject, TriggerDecision, Wake, advance,
-    cancel_run, evaluate_trigger, on_retrigger,
+    Calendar, EvalContext, KeySpec, OnRetrigger, Owner, RetriggerDecision, Rule, RuleSet, RunState,
+    Subject, TriggerDecision, Wake, advance, cancel_run, evaluate_trigger, on_retrigger,
 };
 use followthrough_store::{
-    AssociationWrite, CachedOwner, Deferral, ObjectMark, ObjectsView, OutboxJob, PendingEvent,
-    PropertyWrite, RunRecord, StoreError, TimerRecord, UnitOfWork,
+    CachedOwner, Deferral, ObjectsView, PendingEvent, RunRecord, StoreError, TimerRecord,
+    UnitOfWork,
 };
 use serde_json::Value as Json;
 
 use super::record;
+
+mod objects;
+mod outcome;
+
 use crate::journal::Redactor;
+use objects::Props;
 
 /// The property naming an object's owner (HubSpot's).
 pub const OWNER_PROPERTY: &str = followthrough_rules::OWNER_PROPERTY;
@@ -48,20 +55,6 @@ pub struct Settings<'a> {
     pub redactor: &'a Redactor,
     /// A timer overdue by more than this is skipped, not fired.
     pub catch_up_limit_ms: i64,
-}
-
-/// An object's properties in memory, each with the time of the value, so an older
-/// event leaves a newer value current here exactly as the store does.
-#[derive(Debug, Clone, Default)]
-struct Props(BTreeMap<String, (Json, Timestamp)>);
-
-impl Props {
-    fn values(&self) -> BTreeMap<String, Json> {
-        self.0
-            .iter()
-            .map(|(k, (v, _))| (k.clone(), v.clone()))
-            .collect()
-    }
 }
 
 struct Run {
@@ -228,50 +221,6 @@ impl<'a> Batch<'a> {
             pending.deferrals + 1,
             why,
         ));
-    }
-
-    /// Takes in what was fetched from the CRM: into memory for evaluation, and into
-    /// the unit so the store keeps it.
-    pub fn absorb(&mut self, fetched: super::hydrate::Fetched) {
-        for owner in &fetched.owners {
-            self.owners.insert(
-                owner.id.clone(),
-                Owner {
-                    id: owner.id.clone(),
-                    email: owner.email.clone(),
-                    name: owner.name.clone(),
-                    teams: owner.teams.clone(),
-                },
-            );
-        }
-        for sync in &fetched.syncs {
-            let set = self.links.entry(sync.object.clone()).or_default();
-            set.retain(|o| o.object_type != sync.to_type);
-            set.extend(sync.linked.iter().cloned());
-            for other in &sync.linked {
-                self.links
-                    .entry(other.clone())
-                    .or_default()
-                    .insert(sync.object.clone());
-            }
-        }
-        for write in &fetched.property_writes {
-            let props = self.objects.entry(write.object.clone()).or_default();
-            let newer = props
-                .0
-                .get(&write.name)
-                .is_none_or(|(_, t)| write.occurred_at >= *t);
-            if newer {
-                props
-                    .0
-                    .insert(write.name.clone(), (write.value.clone(), write.occurred_at));
-            }
-        }
-        self.unit.owners.extend(fetched.owners);
-        self.unit.association_syncs.extend(fetched.syncs);
-        self.unit.property_writes.extend(fetched.property_writes);
-        self.unit.marks.extend(fetched.marks);
-        self.unit.journal.extend(fetched.journal);
     }
 
     /// The object of the run a timer wakes, if the run is known.
@@ -507,257 +456,6 @@ impl<'a> Batch<'a> {
             None => RuleRef::Current(current),
         })
     }
-
-    /// Keeps the run's new state and turns its decisions into rows.
-    fn record(&mut self, result: Advance) {
-        let Advance { state, decisions } = result;
-        let now = self.settings.now;
-        let run_id = state.run_id.clone();
-        self.changes += 1;
-        let changes = self.changes;
-        if let Some(run) = self.runs.get(&run_id) {
-            let old = run.state.clone();
-            if old.status.is_active() {
-                self.unindex(&old);
-            }
-        }
-        if state.status.is_active() {
-            self.index(&state);
-        }
-        let run = self.runs.entry(run_id.clone()).or_insert_with(|| Run {
-            state: state.clone(),
-            created_at: now,
-            parallel: false,
-            changed: None,
-        });
-        run.state = state.clone();
-        run.changed = Some(changes);
-        // Run ids are ours (`RunId::new` above, or read back from the store).
-        let Some(parsed_id) = RunId::parse(&run_id) else {
-            return;
-        };
-        for decision in decisions {
-            match decision {
-                Decision::ScheduleTimer { at, kind, step } => {
-                    let kind = serde_json::to_value(kind)
-                        .ok()
-                        .and_then(|k| k.as_str().map(str::to_owned))
-                        .unwrap_or_else(|| "wait".into());
-                    self.cancelled.remove(&(run_id.clone(), at));
-                    self.scheduled.insert((run_id.clone(), at, kind.clone()));
-                    self.unit
-                        .journal
-                        .push(record::timer_scheduled(now, &state, at, &kind, &step));
-                }
-                Decision::CancelTimer { at, step } => {
-                    self.cancel_timer_row(&run_id, at);
-                    self.unit
-                        .journal
-                        .push(record::timer_cancelled(now, &state, at, &step));
-                }
-                Decision::Action(action) => {
-                    self.unit
-                        .journal
-                        .push(record::action_queued(now, &state, &action));
-                    self.unit.outbox.push(OutboxJob {
-                        idempotency_key: action.idempotency_key,
-                        run_id: parsed_id.clone(),
-                        action: action.action,
-                        object: action.object,
-                        params: action.params,
-                        created_at: now,
-                        next_at: now,
-                    });
-                }
-                Decision::Skipped { action, step, why } => self
-                    .unit
-                    .journal
-                    .push(record::action_skipped(now, &state, &action, &step, &why)),
-                Decision::Lookup(lookup) => self
-                    .unit
-                    .journal
-                    .push(record::lookup_waiting(now, &state, &lookup)),
-                Decision::Condition { step, trace } => self.unit.journal.push(record::condition(
-                    now,
-                    &state,
-                    &step,
-                    &trace,
-                    self.settings.redactor,
-                )),
-                Decision::Completed => {
-                    self.unit
-                        .journal
-                        .push(record::run_ended(now, &state, "completed", None))
-                }
-                Decision::Failed { why } => {
-                    self.unit
-                        .journal
-                        .push(record::run_ended(now, &state, "failed", Some(&why)))
-                }
-                Decision::Cancelled { why } => {
-                    self.unit
-                        .journal
-                        .push(record::run_ended(now, &state, "cancelled", Some(&why)))
-                }
-            }
-        }
-    }
-
-    fn cancel_timer_row(&mut self, run_id: &str, at: Timestamp) {
-        // A timer scheduled in this batch is simply not written; one from the store is
-        // deleted.
-        let before = self.scheduled.len();
-        self.scheduled
-            .retain(|(id, due, _)| !(id == run_id && *due == at));
-        if self.scheduled.len() == before {
-            self.cancelled.insert((run_id.to_owned(), at));
-        }
-    }
-
-    fn update_state(&mut self, event: &Event) {
-        let object = event.object.clone();
-        let at = event.occurred_at;
-        self.unit.marks.push(ObjectMark::Seen {
-            object: object.clone(),
-            at,
-        });
-        let props = self.objects.entry(object.clone()).or_default();
-        match &event.kind {
-            EventKind::PropertyChange { property, value } => {
-                let newer = props.0.get(property).is_none_or(|(_, t)| at >= *t);
-                if newer {
-                    props.0.insert(property.clone(), (value.clone(), at));
-                }
-                self.unit.property_writes.push(PropertyWrite {
-                    object,
-                    name: property.clone(),
-                    value: value.clone(),
-                    occurred_at: at,
-                    event_id: event.id.clone(),
-                });
-            }
-            EventKind::Deleted => self.unit.marks.push(ObjectMark::Deleted { object, at }),
-            EventKind::Restored => self.unit.marks.push(ObjectMark::Restored { object, at }),
-            EventKind::AssociationChange { to, removed, .. } => {
-                for (a, b) in [(&object, to), (to, &object)] {
-                    let set = self.links.entry(a.clone()).or_default();
-                    if *removed {
-                        set.remove(b);
-                    } else {
-                        set.insert(b.clone());
-                    }
-                }
-                self.unit.associations.push(AssociationWrite {
-                    from: object.clone(),
-                    to: to.clone(),
-                    removed: *removed,
-                    at,
-                });
-                self.unit
-                    .journal
-                    .push(crate::journal::association_seen_from_other_end(
-                        self.settings.now,
-                        event,
-                        to,
-                    ));
-            }
-            EventKind::Created | EventKind::Merged { .. } => {}
-        }
-    }
-
-    /// What a rule sees: the object after the event, its owner, its linked objects.
-    fn context(
-        &self,
-        object: &ObjectRef,
-        event: Option<Event>,
-        previous: BTreeMap<String, Json>,
-        now: Timestamp,
-    ) -> EvalContext {
-        let properties = self
-            .objects
-            .get(object)
-            .map(Props::values)
-            .unwrap_or_default();
-        let linked = self
-            .links
-            .get(object)
-            .into_iter()
-            .flatten()
-            .map(|other| ObjectState {
-                object: other.clone(),
-                properties: self
-                    .objects
-                    .get(other)
-                    .map(Props::values)
-                    .unwrap_or_default(),
-            });
-        EvalContext::gather(
-            event,
-            ObjectState {
-                object: object.clone(),
-                properties,
-            },
-            previous,
-            |id| self.owners.get(id).cloned(),
-            linked,
-            now,
-            self.settings.calendar.clone(),
-        )
-    }
-
-    /// The unit to commit: runs in the order they last changed (so a cancelled run is
-    /// written before the run that replaces it), then the net timer changes.
-    pub fn finish(mut self) -> UnitOfWork {
-        let mut changed: Vec<(u64, RunRecord)> = self
-            .runs
-            .into_values()
-            .filter_map(|run| {
-                let order = run.changed?;
-                let run_id = RunId::parse(&run.state.run_id)?;
-                Some((
-                    order,
-                    RunRecord {
-                        run_id,
-                        rule_id: run.state.rule_id.clone(),
-                        rule_version: run.state.rule_version.clone(),
-                        key: run.state.key.clone(),
-                        object: run.state.object.clone(),
-                        status: status_name(&run.state).to_owned(),
-                        parallel: run.parallel,
-                        reason: status_reason(&run.state),
-                        state: serde_json::to_value(&run.state).unwrap_or(Json::Null),
-                        created_at: run.created_at,
-                        updated_at: self.settings.now,
-                    },
-                ))
-            })
-            .collect();
-        changed.sort_by_key(|(order, _)| *order);
-        self.unit.runs = changed.into_iter().map(|(_, record)| record).collect();
-        self.unit.timers_cancelled = self
-            .cancelled
-            .into_iter()
-            .filter_map(|(run_id, due_at)| {
-                Some(TimerRecord {
-                    run_id: RunId::parse(&run_id)?,
-                    due_at,
-                    kind: String::new(),
-                })
-            })
-            .collect();
-        self.unit.timers_scheduled = self
-            .scheduled
-            .into_iter()
-            .filter_map(|(run_id, due_at, kind)| {
-                Some(TimerRecord {
-                    run_id: RunId::parse(&run_id)?,
-                    due_at,
-                    kind,
-                })
-            })
-            .collect();
-        self.unit
-    }
 }
 
 /// The owner id as text, whether the CRM sent it as a string or a number.
@@ -766,24 +464,5 @@ pub fn owner_id(value: &Json) -> String {
         Json::String(s) => s.trim().to_owned(),
         Json::Number(n) => n.to_string(),
         _ => String::new(),
-    }
-}
-
-pub fn status_name(state: &RunState) -> &'static str {
-    use followthrough_rules::RunStatus::*;
-    match state.status {
-        New => "new",
-        Waiting => "waiting",
-        Completed => "completed",
-        Failed(_) => "failed",
-        Cancelled(_) => "cancelled",
-    }
-}
-
-fn status_reason(state: &RunState) -> Option<String> {
-    use followthrough_rules::RunStatus::*;
-    match &state.status {
-        Failed(why) | Cancelled(why) => Some(why.clone()),
-        _ => None,
     }
 }
