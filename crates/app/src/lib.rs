@@ -4,7 +4,6 @@
 pub mod api_error;
 pub mod cli;
 pub mod config;
-pub mod connectors;
 pub mod engine;
 pub mod ingest;
 pub mod journal;

@@ -22,7 +22,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api_error::{self, ApiError};
 use crate::config::Validated;
-use crate::connectors::CrmReader;
+use followthrough_connectors::CrmReader;
 use crate::engine::{Engine, EngineParts, Hydrator};
 use crate::ingest;
 use crate::ingest::hubspot::signature::SignaturePolicy;

@@ -7,10 +7,12 @@ mod clock;
 mod event;
 mod ids;
 mod object;
+mod owner;
 mod raw;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use event::{Event, EventKind};
 pub use ids::{EventId, RunId};
 pub use object::{ObjectRef, ObjectRefError};
+pub use owner::Owner;
 pub use raw::RawJson;

@@ -36,17 +36,7 @@ impl ObjectState {
     }
 }
 
-/// The owner of the object, as the CRM knows them.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Owner {
-    pub id: String,
-    #[serde(default)]
-    pub email: String,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub teams: Vec<String>,
-}
+pub use followthrough_core::Owner;
 
 /// Everything one evaluation may read. Built once per (event, object) and shared by
 /// every rule evaluated for it: the CEL form is built lazily, once.

@@ -7,8 +7,8 @@ use followthrough_core::SystemClock;
 use followthrough_store_sqlite::SqliteStore;
 
 use crate::config::Validated;
-use crate::connectors::CrmReader;
-use crate::connectors::hubspot::HubSpotReader;
+use followthrough_connectors::CrmReader;
+use followthrough_connectors::hubspot::HubSpotReader;
 use crate::rules_handle::{PidFile, RulesHandle};
 use crate::server;
 use crate::telemetry;

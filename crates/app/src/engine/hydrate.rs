@@ -24,7 +24,7 @@ use super::batch::{OWNER_PROPERTY, owner_id};
 /// Most CRM reads in flight at once (HubSpot allows 100-190 per 10 s per account).
 const FETCH_CONCURRENCY: usize = 8;
 use super::record;
-use crate::connectors::{CrmReader, FetchError};
+use followthrough_connectors::{CrmReader, FetchError};
 
 /// What the batch's rules need: owners by id, and link lists by (object, linked type).
 #[derive(Debug, Default)]

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use followthrough::config::Config;
-use followthrough::connectors::CrmReader;
-use followthrough::connectors::hubspot::HubSpotReader;
+use followthrough_connectors::CrmReader;
+use followthrough_connectors::hubspot::HubSpotReader;
 use followthrough::ingest::hubspot::signature::{SignedParts, sign_v3};
 use followthrough::rules_handle::RulesHandle;
 use followthrough::server::{self, RunningServer, Services};

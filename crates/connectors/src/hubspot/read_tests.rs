@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde_json::{Value as Json, json};
 
 use super::{HubSpotConfigError, HubSpotReader};
-use crate::connectors::{CrmReader, FetchError};
+use crate::read::{CrmReader, FetchError};
 
 fn reader(fake: &FakeHubSpot) -> HubSpotReader {
     reader_with(&fake.base_url(), &fake.token(), Duration::from_secs(5))

@@ -11,7 +11,7 @@ use std::fmt;
 use std::time::Duration;
 
 use followthrough_core::ObjectRef;
-use followthrough_rules::Owner;
+use followthrough_core::Owner;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use url::Url;
 
-use super::{CrmReader, FetchError};
+use crate::read::{CrmReader, FetchError};
 
 /// The `source` of every [`ObjectRef`] this reader returns.
 pub const SOURCE: &str = "hubspot";
@@ -398,5 +398,5 @@ struct NextPage {
 }
 
 #[cfg(test)]
-#[path = "hubspot_tests.rs"]
+#[path = "read_tests.rs"]
 mod tests;

@@ -1,13 +1,10 @@
-//! Talking to the CRM and chat APIs. For now: the read-only side the engine uses to
-//! hydrate a rule's context (owners, objects, associations); acting on the world (the
-//! outbox workers) builds on the same clients.
-
-pub mod hubspot;
+//! The read-only side the engine uses to hydrate a rule's context (owners, objects,
+//! associations).
 
 use std::collections::BTreeMap;
 
 use followthrough_core::ObjectRef;
-use followthrough_rules::Owner;
+use followthrough_core::Owner;
 use serde_json::Value as Json;
 
 /// Why a read failed. The engine journals it and retries the event later; it never
