@@ -9,9 +9,15 @@
 //!
 //! [`CrmReader`] is the read-only side the engine uses to hydrate a rule's context.
 
+pub mod circuit;
+pub mod http;
 pub mod hubspot;
+pub mod limit;
 mod outcome;
+pub mod pipedrive;
 mod read;
+pub mod retry;
+pub mod slack;
 
 pub use outcome::{ActionJob, Connector, Failure, Outcome, Repeat, Success};
 pub use read::{CrmReader, FetchError};

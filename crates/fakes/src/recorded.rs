@@ -1,12 +1,14 @@
 //! What a fake remembers of each request it received, for tests to assert on.
 
+use std::time::Instant;
+
 use axum::extract::Query;
 use axum::http::request::Parts;
 use serde_json::Value as Json;
 
 /// One request as a fake received it (before any failure injection or auth check, so
 /// rejected requests and retries are counted too).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RecordedRequest {
     /// `GET`, `POST`...
     pub method: String,
@@ -16,6 +18,8 @@ pub struct RecordedRequest {
     pub query: Option<String>,
     /// The body parsed as JSON; `None` when empty or not JSON.
     pub body: Option<Json>,
+    /// When it arrived: what a test measures request rates with.
+    pub at: Instant,
 }
 
 impl RecordedRequest {
@@ -25,6 +29,7 @@ impl RecordedRequest {
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(str::to_owned),
             body: serde_json::from_slice(body).ok(),
+            at: Instant::now(),
         }
     }
 
