@@ -9,6 +9,7 @@ mod checkpointer;
 mod context;
 mod event_row;
 mod migrations;
+mod outbox;
 mod queries;
 mod readers;
 mod runs;
@@ -18,9 +19,9 @@ use std::path::{Path, PathBuf};
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
-    AppendOutcome, CachedOwner, DueTimer, InboxBatch, JournalEntry, ObjectState, ObjectsView,
-    OutboxJob, PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, Store,
-    StoreError, TimerRecord, UnitOfWork,
+    AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
+    JournalEntry, ObjectState, ObjectsView, OutboxEntry, PendingEvent, PropertyHistoryEntry,
+    ReceivedEvent, RuleVersion, RunRecord, Store, StoreError, TimerRecord, UnitOfWork,
 };
 use rusqlite::Connection;
 
@@ -222,10 +223,82 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn outbox_for(&self, object: &ObjectRef) -> Result<Vec<OutboxJob>, StoreError> {
+    async fn outbox_for(&self, object: &ObjectRef) -> Result<Vec<OutboxEntry>, StoreError> {
         let object = object.clone();
         self.readers
-            .read(move |connection| runs::outbox_for(connection, &object))
+            .read(move |connection| outbox::outbox_for(connection, &object))
+            .await
+    }
+
+    async fn claim_jobs(
+        &self,
+        connector: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let connector = connector.to_owned();
+        self.writer
+            .write(move |connection| {
+                outbox::claim_jobs(connection, &connector, now, lease_until, limit)
+            })
+            .await
+    }
+
+    async fn record_attempt(&self, record: AttemptRecord) -> Result<bool, StoreError> {
+        let prepared = outbox::PreparedAttempt::new(record);
+        self.writer
+            .write(move |connection| outbox::record_attempt(connection, &prepared))
+            .await
+    }
+
+    async fn next_job_at(&self, connector: &str) -> Result<Option<Timestamp>, StoreError> {
+        let connector = connector.to_owned();
+        self.readers
+            .read(move |connection| outbox::next_job_at(connection, &connector))
+            .await
+    }
+
+    async fn dead_letters(&self, include_replayed: bool) -> Result<Vec<DeadLetter>, StoreError> {
+        self.readers
+            .read(move |connection| outbox::dead_letters(connection, include_replayed))
+            .await
+    }
+
+    async fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
+        self.readers
+            .read(move |connection| outbox::dead_letter(connection, id))
+            .await
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        ids: &[i64],
+        now: Timestamp,
+        journal: Vec<JournalEntry>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let ids = ids.to_vec();
+        let details = outbox::details(&journal);
+        self.writer
+            .write(move |connection| {
+                outbox::replay_dead_letters(connection, &ids, now, &journal, &details)
+            })
+            .await
+    }
+
+    /// A rotation of size 0 is an error ([`StoreError::Backend`]): there is nobody to
+    /// hand the turn to, and the caller must not have asked.
+    async fn next_in_rotation(&self, name: &str, size: u32) -> Result<u32, StoreError> {
+        // Refused here as well as in the SQL function: a job that fails on the writer
+        // thread makes its whole group roll back and run again one by one.
+        if size == 0 {
+            return Err(StoreError::Backend(format!(
+                "rotation {name} has no members"
+            )));
+        }
+        let name = name.to_owned();
+        self.writer
+            .write(move |connection| outbox::next_in_rotation(connection, &name, size))
             .await
     }
 
@@ -294,9 +367,13 @@ mod conformance {
 
     fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().unwrap();
-        let store = super::SqliteStore::open(dir.path().join("test.db"), true).unwrap();
-        (dir, Arc::new(store))
+        let store = reopen(&dir);
+        (dir, store)
     }
 
-    followthrough_store::conformance_tests!(fresh);
+    fn reopen(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        Arc::new(super::SqliteStore::open(dir.path().join("test.db"), true).unwrap())
+    }
+
+    followthrough_store::conformance_tests!(fresh, reopen);
 }

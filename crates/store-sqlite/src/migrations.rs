@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "context_and_deferrals",
         include_str!("../migrations/0003_context_and_deferrals.sql"),
     ),
+    (
+        4,
+        "outbox_workers",
+        include_str!("../migrations/0004_outbox_workers.sql"),
+    ),
 ];
 
 /// The schema version this build expects.
@@ -50,6 +55,11 @@ pub(crate) fn current_version(connection: &Connection) -> Result<i64, StoreError
 }
 
 pub(crate) fn apply(connection: &mut Connection) -> Result<i64, StoreError> {
+    apply_until(connection, LATEST_VERSION)
+}
+
+/// Applies the pending migrations up to `target` (tests start from an older schema).
+fn apply_until(connection: &mut Connection, target: i64) -> Result<i64, StoreError> {
     ensure_table(connection)?;
     let found = current_version(connection)?;
     if found > LATEST_VERSION {
@@ -59,7 +69,10 @@ pub(crate) fn apply(connection: &mut Connection) -> Result<i64, StoreError> {
         });
     }
     let mut version = found;
-    for (number, name, sql) in MIGRATIONS.iter().filter(|(number, ..)| *number > found) {
+    let pending = MIGRATIONS
+        .iter()
+        .filter(|(number, ..)| *number > found && *number <= target);
+    for (number, name, sql) in pending {
         let transaction = connection.transaction().map_err(sql_error)?;
         transaction
             .execute_batch(sql)
@@ -88,4 +101,67 @@ fn ensure_table(connection: &Connection) -> Result<(), StoreError> {
              )",
         )
         .map_err(sql_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use followthrough_core::Timestamp;
+    use followthrough_store::Store;
+
+    use super::*;
+
+    /// Jobs queued before the outbox workers existed get their rule from their run and
+    /// their connector from the action or the object's CRM, and can be claimed.
+    #[tokio::test]
+    async fn outbox_rows_from_version_3_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut connection = crate::open_connection(&path).unwrap();
+        assert_eq!(apply_until(&mut connection, 3).unwrap(), 3);
+        connection
+            .execute_batch(
+                "INSERT INTO runs (run_id, rule_id, rule_version, run_key, object, status, parallel,
+                                   state_json, created_at, updated_at)
+                 VALUES ('run_1', 'lead-gone-cold', 'v1', '1', 'hubspot:contact:1', 'waiting', 0,
+                         '{}', 1, 1);
+                 INSERT INTO outbox (idempotency_key, run_id, action, object, params_json,
+                                     created_at, next_at)
+                 VALUES ('k1', 'run_1', 'create_task', 'hubspot:contact:1', '{}', 1, 5),
+                        ('k2', 'run_1', 'slack_dm', 'hubspot:contact:1', '{}', 1, 5),
+                        ('k3', 'run_gone', 'http', 'hubspot:contact:1', '{}', 1, 5),
+                        ('k4', 'run_1', 'update', 'pipedrive:deal:7', '{}', 1, 5);",
+            )
+            .unwrap();
+        assert_eq!(apply(&mut connection).unwrap(), LATEST_VERSION);
+        let migrated: Vec<(String, String, String)> = connection
+            .prepare("SELECT idempotency_key, rule_id, connector FROM outbox ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected = [
+            ("k1", "lead-gone-cold", "hubspot"),
+            ("k2", "lead-gone-cold", "slack"),
+            ("k3", "", "http"),
+            ("k4", "lead-gone-cold", "pipedrive"),
+        ]
+        .map(|(k, r, c)| (k.to_owned(), r.to_owned(), c.to_owned()));
+        assert_eq!(migrated, expected);
+        drop(connection);
+
+        let store = crate::SqliteStore::open(&path, false).unwrap();
+        store.ready().await.unwrap();
+        let claimed = store
+            .claim_jobs("pipedrive", Timestamp(10), Timestamp(20), 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].job.idempotency_key, "k4");
+        assert_eq!(
+            (claimed[0].attempt, claimed[0].after_indeterminate),
+            (1, false)
+        );
+        store.close().await.unwrap();
+    }
 }

@@ -1,7 +1,8 @@
-//! The SQL for runs, timers and the outbox: the engine's durable state.
+//! The SQL for runs, timers and queueing outbox jobs: the engine's durable state. (The
+//! outbox workers' side is [`crate::outbox`].)
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
-use followthrough_store::{DueTimer, OutboxJob, RunRecord, StoreError, TimerRecord};
+use followthrough_store::{DueTimer, RunRecord, StoreError, TimerRecord};
 use rusqlite::{Connection, Row, params};
 
 use crate::queries::PreparedUnit;
@@ -71,8 +72,9 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
     }
     let mut queue = connection
         .prepare_cached(
-            "INSERT INTO outbox (idempotency_key, run_id, action, object, params_json, created_at, next_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO outbox (idempotency_key, run_id, rule_id, action, connector, object,
+                                 params_json, created_at, next_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .map_err(sql_error)?;
@@ -81,7 +83,9 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
             .execute(params![
                 job.idempotency_key,
                 job.run_id.as_str(),
+                job.rule_id,
                 job.action,
+                job.connector,
                 job.object.to_string(),
                 params,
                 job.created_at.as_millis(),
@@ -178,45 +182,6 @@ pub(crate) fn due_timers(
                 kind,
             },
             object,
-        })
-    })
-    .collect()
-}
-
-pub(crate) fn outbox_for(
-    connection: &Connection,
-    object: &ObjectRef,
-) -> Result<Vec<OutboxJob>, StoreError> {
-    let mut statement = connection
-        .prepare_cached(
-            "SELECT idempotency_key, run_id, action, params_json, created_at, next_at
-             FROM outbox WHERE object = ?1 ORDER BY seq",
-        )
-        .map_err(sql_error)?;
-    let rows = statement
-        .query_map([object.to_string()], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, i64>(4)?,
-                row.get::<_, i64>(5)?,
-            ))
-        })
-        .map_err(sql_error)?;
-    rows.map(|row| {
-        let (idempotency_key, run_id, action, params, created_at, next_at) =
-            row.map_err(sql_error)?;
-        Ok(OutboxJob {
-            idempotency_key,
-            run_id: parse_run_id(&run_id)?,
-            action,
-            object: object.clone(),
-            params: serde_json::from_str(&params)
-                .map_err(|e| StoreError::Corrupt(format!("outbox params: {e}")))?,
-            created_at: Timestamp(created_at),
-            next_at: Timestamp(next_at),
         })
     })
     .collect()

@@ -1,6 +1,10 @@
 //! The tests every [`crate::Store`] backend must pass. A backend's test module calls
 //! [`conformance_tests!`](crate::conformance_tests) with a function that returns a fresh,
-//! migrated store (and a guard that keeps its resources alive).
+//! migrated store (and a guard that keeps its resources alive), and one that opens the
+//! store behind a guard again.
+//!
+//! The outbox workers' checks (claims, leases, dead letters, rotations) are in
+//! `conformance/outbox.rs`.
 
 use std::sync::Arc;
 
@@ -12,13 +16,26 @@ use crate::{
     JournalKind, OutboxJob, PropertyWrite, RunRecord, Store, StoreError, TimerRecord, UnitOfWork,
 };
 
+mod outbox;
+
+pub use outbox::{
+    a_claim_leases_a_job_until_the_lease_expires, a_dead_letter_is_replayed_once,
+    a_retry_hides_the_job_until_its_next_at, an_outcome_under_a_stale_lease_is_not_recorded,
+    an_unrecorded_attempt_makes_later_ones_check_first,
+    claims_take_only_their_connectors_jobs_oldest_first, concurrent_claims_never_share_a_job,
+    done_and_dead_jobs_are_never_claimed_again,
+    next_job_at_is_the_soonest_due_job_or_expiring_lease, rotation_wraps_and_survives_reopening,
+};
+
 /// A `now` later than every test's events and deferrals.
 const NOW: Timestamp = Timestamp(1_000_000_000);
 
-/// Generates one `#[tokio::test]` per conformance check.
+/// Generates one `#[tokio::test]` per conformance check. `$fresh` returns a guard and a
+/// fresh store; `$reopen` opens a new store on the data behind a guard (what a restart
+/// does), for the checks of what survives one.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($fresh:path) => {
+    ($fresh:path, $reopen:path) => {
         $crate::conformance_tests!(@each $fresh;
             duplicate_deliveries_are_counted_not_stored,
             concurrent_deliveries_of_one_event_insert_it_once,
@@ -33,6 +50,18 @@ macro_rules! conformance_tests {
             a_deferred_event_holds_back_its_object_until_due,
             links_go_both_ways_and_a_fetched_list_replaces_them,
             owners_runs_and_timers_read_back,
+            a_claim_leases_a_job_until_the_lease_expires,
+            an_outcome_under_a_stale_lease_is_not_recorded,
+            a_retry_hides_the_job_until_its_next_at,
+            done_and_dead_jobs_are_never_claimed_again,
+            a_dead_letter_is_replayed_once,
+            an_unrecorded_attempt_makes_later_ones_check_first,
+            claims_take_only_their_connectors_jobs_oldest_first,
+            concurrent_claims_never_share_a_job,
+            next_job_at_is_the_soonest_due_job_or_expiring_lease,
+        );
+        $crate::conformance_tests!(@reopen $fresh, $reopen;
+            rotation_wraps_and_survives_reopening,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -41,6 +70,17 @@ macro_rules! conformance_tests {
             async fn $name() {
                 let (_guard, store) = $fresh();
                 $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+    // Checks that need the store closed and opened again on the same data: `$reopen`
+    // takes the guard `$fresh` returned.
+    (@reopen $fresh:path, $reopen:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (guard, store) = $fresh();
+                $crate::conformance::$name(store, || $reopen(&guard)).await;
             }
         )*
     };
@@ -340,7 +380,9 @@ fn job(key: &str, run_id: &RunId, object: &ObjectRef, subject: &str) -> OutboxJo
     OutboxJob {
         idempotency_key: key.into(),
         run_id: run_id.clone(),
+        rule_id: "new-sql-gets-a-call".into(),
         action: "create_task".into(),
+        connector: "hubspot".into(),
         object: object.clone(),
         params: json!({ "subject": subject }),
         created_at: Timestamp(5),
@@ -367,7 +409,7 @@ pub async fn outbox_jobs_are_queued_once_per_idempotency_key(store: Arc<dyn Stor
     let queued = store.outbox_for(&object).await.unwrap();
     assert_eq!(queued.len(), 1);
     assert_eq!(
-        queued[0].params["subject"], "Call",
+        queued[0].job.params["subject"], "Call",
         "the first queued job is kept"
     );
 }

@@ -14,9 +14,10 @@ mod store;
 pub mod conformance;
 
 pub use model::{
-    AppendOutcome, AssociationSync, AssociationWrite, CachedOwner, Deferral, DueTimer, InboxBatch,
-    JournalEntry, JournalKind, ObjectMark, ObjectState, ObjectsView, OutboxJob, PendingEvent,
-    PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, RuleVersion, RunRecord,
-    TimerRecord, UnitOfWork,
+    AppendOutcome, AssociationSync, AssociationWrite, AttemptRecord, AttemptResult, CachedOwner,
+    ClaimedJob, DeadLetter, DeadLetterReason, Deferral, DueTimer, InboxBatch, JobStatus,
+    JournalEntry, JournalKind, ObjectMark, ObjectState, ObjectsView, OutboxEntry, OutboxJob,
+    PendingEvent, PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, RuleVersion,
+    RunRecord, TimerRecord, UnitOfWork,
 };
 pub use store::{Store, StoreError};

@@ -278,12 +278,122 @@ pub struct OutboxJob {
     /// Run id + step: the same decision can never be queued twice.
     pub idempotency_key: String,
     pub run_id: RunId,
+    /// The rule whose run decided it (what `dlq replay --rule` selects on).
+    pub rule_id: String,
     pub action: String,
+    /// The connector that executes it (`hubspot`, `slack`, `pipedrive`, `http`): each
+    /// connector's workers claim only their jobs.
+    pub connector: String,
     pub object: ObjectRef,
     pub params: Value,
     pub created_at: Timestamp,
     /// Not to be attempted before this time.
     pub next_at: Timestamp,
+}
+
+/// Where an outbox job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for its `next_at`, or claimed by a worker (see [`ClaimedJob`]).
+    Pending,
+    /// Done: the connector reported success.
+    Done,
+    /// In the dead letters: attempts exhausted, a terminal error, or an outcome nobody
+    /// can know (parked for a person).
+    Dead,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Done => "done",
+            JobStatus::Dead => "dead",
+        }
+    }
+}
+
+/// An outbox job with where it stands: what `outbox_for` returns.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OutboxEntry {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub job: OutboxJob,
+    pub status: JobStatus,
+    /// Attempts started (claims), including one in flight.
+    pub attempts: u32,
+    /// What the connector reported on success (ids of what it created).
+    pub result: Option<Value>,
+}
+
+/// A job a worker has claimed: nobody else may claim it before `lease_until`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedJob {
+    pub seq: i64,
+    pub job: OutboxJob,
+    /// This attempt's number (1 for the first): claims count, so a worker that died
+    /// mid-call used up an attempt.
+    pub attempt: u32,
+    /// Proves the claim when the outcome is recorded; a worker whose lease expired and
+    /// was taken over records nothing.
+    pub lease: String,
+    pub lease_until: Timestamp,
+    /// The previous attempt may have taken effect: it was indeterminate, or its worker
+    /// died after claiming it (the lease expired with no outcome recorded).
+    pub after_indeterminate: bool,
+}
+
+/// What a worker learned from one attempt, recorded with its journal rows in one
+/// transaction (only while the lease holds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub seq: i64,
+    pub lease: String,
+    pub at: Timestamp,
+    pub result: AttemptResult,
+    pub journal: Vec<JournalEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    /// Success: the job is done; `result` is kept with it.
+    Done { result: Value },
+    /// Try again at `next_at`. `indeterminate`: this attempt may have taken effect, so
+    /// the next one must check first.
+    Retry { next_at: Timestamp, indeterminate: bool },
+    /// Into the dead letters.
+    Dead(DeadLetterReason),
+}
+
+/// Why a job became a dead letter, and the last thing the API said.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeadLetterReason {
+    /// `terminal`, `exhausted` (attempts or age), `indeterminate` (parked: nobody can
+    /// tell if it took effect) or `unroutable` (no connector configured for it).
+    pub kind: String,
+    /// Why, in one line (the API's message where it gave one).
+    pub message: String,
+    pub last_status: Option<u16>,
+    /// The start of the API's last response body, scrubbed.
+    pub last_response: Option<String>,
+}
+
+/// A job in the dead letters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeadLetter {
+    /// The dead letter's own id (what `dlq show` and `dlq replay` take).
+    pub id: i64,
+    /// The outbox job's seq.
+    pub seq: i64,
+    #[serde(flatten)]
+    pub job: OutboxJob,
+    #[serde(flatten)]
+    pub reason: DeadLetterReason,
+    pub attempts: u32,
+    pub dead_at: Timestamp,
+    /// When it was put back in the outbox; `None` while it waits for a person.
+    pub replayed_at: Option<Timestamp>,
 }
 
 /// The text of one version of a rule, kept so runs that started with it can go on.

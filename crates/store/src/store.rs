@@ -3,8 +3,8 @@
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 
 use crate::model::{
-    AppendOutcome, CachedOwner, DueTimer, InboxBatch, JournalEntry, ObjectState, ObjectsView,
-    OutboxJob, PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord,
+    AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
+    JournalEntry, ObjectState, ObjectsView, OutboxEntry, PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord,
     TimerRecord, UnitOfWork,
 };
 
@@ -115,8 +115,49 @@ pub trait Store: Send + Sync + 'static {
     /// Timers due at or before `now`, oldest first, each with its run's object.
     async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<DueTimer>, StoreError>;
 
-    /// Queued outbox jobs about an object, in queue order.
-    async fn outbox_for(&self, object: &ObjectRef) -> Result<Vec<OutboxJob>, StoreError>;
+    /// Outbox jobs about an object (any status), in queue order.
+    async fn outbox_for(&self, object: &ObjectRef) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Claims up to `limit` pending jobs of `connector` that are due at `now` and not
+    /// leased (or whose lease expired), oldest `next_at` first, leasing them until
+    /// `lease_until`. Each claim counts as an attempt.
+    async fn claim_jobs(
+        &self,
+        connector: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Records an attempt's outcome and its journal rows, in one transaction, if the
+    /// job still carries `record.lease` (a lease that expired but was not claimed again
+    /// still counts). Returns `false`, recording nothing, when another worker has
+    /// claimed the job since.
+    async fn record_attempt(&self, record: AttemptRecord) -> Result<bool, StoreError>;
+
+    /// When `connector`'s soonest pending job is due or its soonest lease expires.
+    async fn next_job_at(&self, connector: &str) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Dead letters, oldest first; replayed ones only if `include_replayed`.
+    async fn dead_letters(&self, include_replayed: bool) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// One dead letter by id.
+    async fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Puts these dead letters' jobs back in the outbox (pending, due at `now`, attempts
+    /// counted from zero, the next one checking first if the last was indeterminate),
+    /// marks them replayed, and appends `journal`, in one transaction. Ids that are
+    /// unknown or already replayed are skipped; returns the ids replayed.
+    async fn replay_dead_letters(
+        &self,
+        ids: &[i64],
+        now: Timestamp,
+        journal: Vec<JournalEntry>,
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// The next position (0, 1, 2... wrapping at `size`) of the named rotation, kept
+    /// durably: round-robin assignment survives restarts and is shared by instances.
+    async fn next_in_rotation(&self, name: &str, size: u32) -> Result<u32, StoreError>;
 
     /// The object's current state, or `None` if no event about it was ever applied.
     async fn object(&self, object: &ObjectRef) -> Result<Option<ObjectState>, StoreError>;
