@@ -9,7 +9,11 @@
 //! (tasks, batch upsert, notes) and other vendors (Slack) slot in beside the read side.
 
 pub mod hubspot;
+pub mod pipedrive;
+pub mod slack;
 mod recorded;
 
 pub use hubspot::{Failure, FakeHubSpot, FakeOwner};
+pub use pipedrive::{FakePipedrive, PipedriveFailure};
 pub use recorded::RecordedRequest;
+pub use slack::{ChannelRateLimit, FakeSlack, PostedMessage, SlackChaos, SlackFailure};
