@@ -13,7 +13,9 @@ pub mod pipedrive;
 pub mod slack;
 mod recorded;
 
-pub use hubspot::{Failure, FakeHubSpot, FakeOwner};
+pub use hubspot::{
+    Chaos, Failure, FakeAssociation, FakeEnrollment, FakeHubSpot, FakeOwner, FakeRecord,
+};
 pub use pipedrive::{FakePipedrive, PipedriveFailure};
 pub use recorded::RecordedRequest;
 pub use slack::{ChannelRateLimit, FakeSlack, PostedMessage, SlackChaos, SlackFailure};

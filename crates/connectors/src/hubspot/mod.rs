@@ -1,6 +1,19 @@
 //! HubSpot's CRM API: the read side the engine hydrates contexts with ([`HubSpotReader`])
-//! and, as it is built, the write side the outbox acts through.
+//! and the write side the outbox acts through ([`HubSpotConnector`]). Both stand on one
+//! client (`client`: URL building, auth, error text made safe); `classify` decides what
+//! each answer means for retrying.
 
+mod activity;
+pub mod classify;
+mod client;
+mod enroll;
 mod read;
+mod revert;
+mod write;
 
-pub use read::{HubSpotConfigError, HubSpotReader, SOURCE};
+pub use client::HubSpotConfigError;
+pub use read::{HubSpotReader, SOURCE};
+pub use write::{HubSpotConnector, HubSpotConnectorConfig};
+
+#[cfg(test)]
+mod write_tests;

@@ -12,14 +12,15 @@ use std::time::Duration;
 
 use followthrough_core::ObjectRef;
 use followthrough_core::Owner;
-use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use url::Url;
 
+use super::client::{HubSpotClient, HubSpotConfigError};
 use crate::read::{CrmReader, FetchError};
 
 /// The `source` of every [`ObjectRef`] this reader returns.
@@ -31,8 +32,6 @@ const ASSOCIATION_PAGE: &str = "500";
 const MAX_ASSOCIATION_PAGES: usize = 1_000;
 /// HubSpot asks for at least 2 s after a 423 (locked).
 const LOCKED_WAIT_MS: u64 = 2_000;
-/// Error text from HubSpot is cut to this many characters.
-const MAX_MESSAGE_CHARS: usize = 300;
 
 /// followthrough's singular type names and HubSpot's plural path names.
 const OBJECT_TYPES: [(&str, &str); 8] = [
@@ -46,33 +45,16 @@ const OBJECT_TYPES: [(&str, &str); 8] = [
     ("task", "tasks"),
 ];
 
-/// Why a [`HubSpotReader`] could not be built (a configuration mistake).
-#[derive(Debug, thiserror::Error)]
-pub enum HubSpotConfigError {
-    #[error("invalid HubSpot base URL `{url}`: {reason}")]
-    BaseUrl { url: String, reason: String },
-    #[error("the HubSpot token is empty")]
-    EmptyToken,
-    #[error("the HubSpot token contains characters not allowed in an HTTP header")]
-    InvalidToken,
-    #[error("could not build the HTTP client: {0}")]
-    Client(String),
-}
-
 /// [`CrmReader`] over HubSpot's REST API (`https://api.hubapi.com`, or a fake's URL).
 pub struct HubSpotReader {
-    http: reqwest::Client,
-    base: Url,
-    /// `Bearer <token>`, marked sensitive so `Debug` of a request never shows it.
-    auth: HeaderValue,
-    token: SecretString,
+    client: HubSpotClient,
 }
 
 impl fmt::Debug for HubSpotReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HubSpotReader")
-            .field("base", &self.base.as_str())
-            .finish_non_exhaustive()
+            .field("client", &self.client)
+            .finish()
     }
 }
 
@@ -85,74 +67,37 @@ impl HubSpotReader {
         token: SecretString,
         timeout: Duration,
     ) -> Result<Self, HubSpotConfigError> {
-        let base_error = |reason: &str| HubSpotConfigError::BaseUrl {
-            url: base_url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let base = Url::parse(base_url).map_err(|error| base_error(&error.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(base_error("expected an http:// or https:// URL"));
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(base_error("expected no query or fragment"));
-        }
-        if token.expose_secret().is_empty() {
-            return Err(HubSpotConfigError::EmptyToken);
-        }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
-            .map_err(|_| HubSpotConfigError::InvalidToken)?;
-        auth.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .user_agent(concat!("followthrough/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|error| HubSpotConfigError::Client(error.to_string()))?;
-        Ok(Self {
-            http,
-            base,
-            auth,
-            token,
-        })
+        let client = HubSpotClient::new(base_url, token, timeout)?;
+        Ok(Self { client })
     }
 
-    /// The base URL plus `segments`, each percent-encoded (ids come from webhooks).
     fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        // `new` checked that the base can be a base, so this cannot fail.
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
+        self.client.url(segments)
     }
 
     /// GETs `url`: `Ok(None)` on 404, the decoded body on 2xx, a `FetchError` otherwise.
     async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<Option<T>, FetchError> {
         let path = url.path().to_owned();
-        let response = self
-            .http
-            .get(url)
-            .header(AUTHORIZATION, self.auth.clone())
-            .send()
+        let answer = self
+            .client
+            .send(Method::GET, url, None)
             .await
-            .map_err(|error| self.transport_error(&path, &error))?;
-        let status = response.status();
+            .map_err(|error| FetchError::Unavailable(error.message().to_owned()))?;
+        let status = answer.status;
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if status.is_success() {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|error| self.transport_error(&path, &error))?;
-            return serde_json::from_slice(&body).map(Some).map_err(|error| {
-                FetchError::Unavailable(format!(
-                    "GET {path}: HubSpot answered {status} with an unexpected body: {error}"
-                ))
-            });
+            return serde_json::from_slice(&answer.body)
+                .map(Some)
+                .map_err(|error| {
+                    FetchError::Unavailable(format!(
+                        "GET {path}: HubSpot answered {status} with an unexpected body: {error}"
+                    ))
+                });
         }
-        let retry_after = response.headers().get(RETRY_AFTER).cloned();
-        let body = response.bytes().await.unwrap_or_default();
-        let error = self.status_error(status, retry_after.as_ref(), &body);
+        let retry_after = answer.headers.get(RETRY_AFTER);
+        let error = self.status_error(status, retry_after, &answer.body);
         tracing::debug!(%path, status = status.as_u16(), %error, "HubSpot refused a read");
         Err(error)
     }
@@ -173,7 +118,7 @@ impl HubSpotReader {
             },
             // 477: a portal migration is in progress; retry later.
             477 | 500..=599 => {
-                let detail = self.error_message(body).map(|m| format!(": {m}"));
+                let detail = self.client.error_message(body).map(|m| format!(": {m}"));
                 FetchError::Unavailable(format!(
                     "HubSpot answered {status}{}",
                     detail.unwrap_or_default()
@@ -182,49 +127,12 @@ impl HubSpotReader {
             400..=499 => FetchError::Refused {
                 status: code,
                 message: self
+                    .client
                     .error_message(body)
                     .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_owned()),
             },
             _ => FetchError::Unavailable(format!("HubSpot answered an unexpected {status}")),
         }
-    }
-
-    /// The `message` of HubSpot's JSON error body, scrubbed and shortened.
-    fn error_message(&self, body: &[u8]) -> Option<String> {
-        let error: ErrorBody = serde_json::from_slice(body).ok()?;
-        error.message.map(|message| self.scrub(&message))
-    }
-
-    fn transport_error(&self, path: &str, error: &reqwest::Error) -> FetchError {
-        let what = if error.is_timeout() {
-            "timed out"
-        } else if error.is_connect() {
-            "could not connect"
-        } else if error.is_body() || error.is_decode() {
-            "could not read the response"
-        } else {
-            "the request failed"
-        };
-        // The causes say why (e.g. "Connection refused"); reqwest's own text adds the URL.
-        let mut message = format!("GET {path}: {what}");
-        let mut cause = std::error::Error::source(error);
-        while let Some(inner) = cause {
-            message.push_str(": ");
-            message.push_str(&inner.to_string());
-            cause = inner.source();
-        }
-        FetchError::Unavailable(self.scrub(&message))
-    }
-
-    /// Text from outside, made safe to journal: without the token, and short.
-    fn scrub(&self, text: &str) -> String {
-        let token = self.token.expose_secret();
-        let text = if token.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(token, "[redacted]")
-        };
-        text.chars().take(MAX_MESSAGE_CHARS).collect()
     }
 }
 
@@ -318,7 +226,7 @@ impl CrmReader for HubSpotReader {
 
 /// HubSpot's path name for a followthrough type (`contact` -> `contacts`); plural names
 /// and custom object types (`2-123`, `p_widgets`) pass through.
-fn api_type(name: &str) -> &str {
+pub(crate) fn api_type(name: &str) -> &str {
     OBJECT_TYPES
         .iter()
         .find(|(singular, plural)| name == *singular || name == *plural)
@@ -326,7 +234,7 @@ fn api_type(name: &str) -> &str {
 }
 
 /// followthrough's name for a type (`contacts` -> `contact`).
-fn our_type(name: &str) -> &str {
+pub(crate) fn our_type(name: &str) -> &str {
     OBJECT_TYPES
         .iter()
         .find(|(singular, plural)| name == *singular || name == *plural)
@@ -334,7 +242,7 @@ fn our_type(name: &str) -> &str {
 }
 
 /// Ids are documented as strings but some endpoints send numbers: accept both.
-fn id_text(value: &Json) -> Option<String> {
+pub(crate) fn id_text(value: &Json) -> Option<String> {
     match value {
         Json::String(text) if !text.is_empty() => Some(text.clone()),
         Json::Number(number) => Some(number.to_string()),
@@ -346,11 +254,6 @@ fn id_text(value: &Json) -> Option<String> {
 fn retry_after_ms(value: &HeaderValue) -> Option<u64> {
     let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
     Some(seconds.saturating_mul(1_000))
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    message: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -1,4 +1,7 @@
-//! `GET /crm/v4/objects/{fromObjectType}/{objectId}/associations/{toObjectType}`.
+//! `GET /crm/v4/objects/{fromObjectType}/{objectId}/associations/{toObjectType}` and
+//! `PUT /crm/v4/objects/{fromObjectType}/{fromObjectId}/associations/default/{toObjectType}/{toObjectId}`
+//! (the default, unlabeled association, both ways; repeating it changes nothing; both
+//! records must exist).
 //!
 //! Paginated like HubSpot: `limit` (default and maximum 500, further capped by
 //! `FakeHubSpot::set_max_page_size` so tests can make pages small) and an opaque `after`
@@ -83,4 +86,47 @@ fn object_id_json(id: &str) -> Value {
         Ok(number) if number.to_string() == id => json!(number),
         _ => json!(id),
     }
+}
+
+pub(crate) async fn create_default(
+    State(shared): State<Arc<Shared>>,
+    Path((from_type, from_id, to_type, to_id)): Path<(String, String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Some(refusal) = unsupported(&query, &[]) {
+        return refusal;
+    }
+    let (Some(from), Some(to)) = (ObjectType::parse(&from_type), ObjectType::parse(&to_type))
+    else {
+        return errors::bad_request(format!(
+            "Unable to infer object types {from_type}, {to_type}"
+        ));
+    };
+    let (Some(forward), Some(backward)) =
+        (association_type_id(from, to), association_type_id(to, from))
+    else {
+        return errors::bad_request(format!(
+            "no default association from {from_type} to {to_type}"
+        ));
+    };
+    let mut state = shared.state();
+    for (kind, id) in [(from, &from_id), (to, &to_id)] {
+        if !state.objects.contains_key(&(kind, id.clone())) {
+            return errors::not_found(format!("No {} with id {id} exists", kind.singular()));
+        }
+    }
+    state.associate_one_way(from, &from_id, to, &to_id);
+    state.associate_one_way(to, &to_id, from, &from_id);
+    let spec = |type_id: u32| json!({"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id});
+    let now = super::state::now();
+    Json(json!({
+        "status": "COMPLETE",
+        "results": [
+            {"from": {"id": from_id}, "to": {"id": to_id}, "associationSpec": spec(forward)},
+            {"from": {"id": to_id}, "to": {"id": from_id}, "associationSpec": spec(backward)},
+        ],
+        "startedAt": now,
+        "completedAt": now,
+    }))
+    .into_response()
 }

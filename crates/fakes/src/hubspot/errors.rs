@@ -21,6 +21,55 @@ pub(crate) fn error(status: StatusCode, category: &str, message: impl Into<Strin
     (status, Json(body)).into_response()
 }
 
+/// A 400 with `errors[]` details (`message`, `code`), as HubSpot sends for malformed
+/// inputs such as invalid associations.
+pub(crate) fn bad_request_with(message: impl Into<String>, details: &[(String, &str)]) -> Response {
+    let errors: Vec<_> = details
+        .iter()
+        .map(|(message, code)| json!({"message": message, "code": code}))
+        .collect();
+    let body = json!({
+        "status": "error",
+        "message": message.into(),
+        "correlationId": correlation_id(),
+        "category": "VALIDATION_ERROR",
+        "errors": errors,
+    });
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// One invalid property value, as listed in HubSpot's "Property values were not valid".
+pub(crate) struct Invalid {
+    pub name: String,
+    pub error: &'static str,
+    pub message: String,
+}
+
+impl Invalid {
+    pub(crate) fn new(name: &str, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            error,
+            message: message.into(),
+        }
+    }
+}
+
+/// HubSpot's answer to invalid property values: a 400 whose `message` embeds the list.
+pub(crate) fn invalid_properties(invalid: &[Invalid]) -> Response {
+    let list: Vec<_> = invalid
+        .iter()
+        .map(|i| json!({"isValid": false, "message": i.message, "error": i.error, "name": i.name}))
+        .collect();
+    let list = serde_json::to_string(&list).unwrap_or_default();
+    bad_request(format!("Property values were not valid: {list}"))
+}
+
+/// A 409: a unique value is already taken.
+pub(crate) fn conflict(message: impl Into<String>) -> Response {
+    error(StatusCode::CONFLICT, "CONFLICT", message)
+}
+
 pub(crate) fn not_found(message: impl Into<String>) -> Response {
     error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", message)
 }

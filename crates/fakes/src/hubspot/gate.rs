@@ -1,6 +1,8 @@
 //! What every request goes through before its handler, in this order: it is recorded,
-//! delayed, failed if a test asked for it, checked for the bearer token, and counted
-//! against the rate limit. The rate-limit headers go on every counted answer.
+//! delayed, failed if a test asked for it, checked for the bearer token, failed at
+//! random under chaos, and counted against the rate limit. The rate-limit headers go on
+//! every counted answer. An "applied then timed out" request runs its handler and then
+//! holds the answer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,8 +15,9 @@ use axum::response::Response;
 
 use crate::RecordedRequest;
 
+use super::chaos::Roll;
 use super::errors;
-use super::state::{RATE_LIMIT_WINDOW, Shared};
+use super::state::{Failure, RATE_LIMIT_WINDOW, Shared};
 
 /// Larger than any body a HubSpot endpoint accepts.
 const BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -34,11 +37,31 @@ pub(crate) async fn gate(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if let Some(failure) = failure {
-        return errors::injected(&failure);
+    let mut hold = None;
+    match failure {
+        Some(Failure {
+            hold: Some(duration),
+            ..
+        }) => hold = Some(duration),
+        Some(failure) => return errors::injected(&failure),
+        None => {}
     }
     if !authorized(&parts.headers, &shared.token) {
         return errors::unauthorized();
+    }
+    let roll = shared
+        .state()
+        .chaos
+        .as_mut()
+        .map_or(Roll::Normal, |c| c.roll());
+    match roll {
+        Roll::Normal => {}
+        Roll::RateLimited { retry_after_secs } => {
+            let failure = Failure::status(429).retry_after(retry_after_secs.to_string());
+            return errors::injected(&failure);
+        }
+        Roll::Unavailable => return errors::injected(&Failure::status(503)),
+        Roll::AppliedThenTimeout(duration) => hold = Some(duration),
     }
     let limit = shared
         .state()
@@ -54,6 +77,10 @@ pub(crate) async fn gate(
     };
     if let Some((max, remaining)) = limit {
         add_rate_limit_headers(response.headers_mut(), max, remaining.unwrap_or(0));
+    }
+    if let Some(hold) = hold {
+        // The write has happened; the client gives up waiting for the answer.
+        tokio::time::sleep(hold).await;
     }
     response
 }

@@ -1,4 +1,6 @@
-//! A fake HubSpot CRM API (read side: owners, objects, associations).
+//! A fake HubSpot CRM API: owners, objects (read, patch, property history),
+//! associations, tasks and notes (create, batch upsert), search, lists and sequence
+//! enrollments.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -13,20 +15,35 @@
 //! # }
 //! ```
 //!
-//! Layout: `gate` (recording, failures, auth, rate limit) wraps every route; one module
-//! per API area (`owners`, `objects`, `associations`) holds its handlers. Write
-//! endpoints go in new modules beside them and register in `router`.
+//! Layout: `gate` (recording, failures, chaos, auth, rate limit) wraps every route; one
+//! module per API area (`owners`, `objects`, `associations`, `activities` for tasks and
+//! notes, `search`, `lists`, `sequences`) holds its handlers, registered in `router`;
+//! `validate` holds the body checks the writes share; `inspect` the write side's test
+//! handles.
 
+// Checks return the finished error `Response`: simplest for handlers, and size does not
+// matter in a test fake.
+#![allow(clippy::result_large_err)]
+
+mod activities;
 mod associations;
+mod chaos;
 mod errors;
 mod gate;
+mod inspect;
+mod lists;
 mod object_type;
 mod objects;
 mod owners;
 mod query;
+mod search;
+mod sequences;
 mod state;
 #[cfg(test)]
 mod tests;
+mod validate;
+#[cfg(test)]
+mod write_tests;
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
@@ -35,12 +52,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::RecordedRequest;
 
+pub use chaos::Chaos;
+pub use inspect::{FakeAssociation, FakeEnrollment, FakeRecord};
 use object_type::ObjectType;
 use state::Shared;
 pub use state::{Failure, FakeOwner};
@@ -181,14 +200,37 @@ impl std::fmt::Debug for FakeHubSpot {
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/crm/v3/owners", get(owners::list_owners))
         .route("/crm/v3/owners/{owner_id}", get(owners::get_owner))
+        .route("/crm/v3/objects/{object_type}", post(activities::create))
+        .route(
+            "/crm/v3/objects/{object_type}/batch/upsert",
+            post(activities::batch_upsert),
+        )
+        .route("/crm/v3/objects/{object_type}/search", post(search::search))
         .route(
             "/crm/v3/objects/{object_type}/{object_id}",
-            get(objects::get_object),
+            get(objects::get_object).patch(objects::patch_object),
         )
         .route(
             "/crm/v4/objects/{from_type}/{object_id}/associations/{to_type}",
             get(associations::list),
+        )
+        .route(
+            "/crm/v4/objects/{from_type}/{from_id}/associations/default/{to_type}/{to_id}",
+            put(associations::create_default),
+        )
+        .route(
+            "/crm/v3/lists/{list_id}/memberships/add",
+            put(lists::add_members),
+        )
+        .route(
+            "/automation/v4/sequences/enrollments",
+            post(sequences::enroll),
+        )
+        .route(
+            "/automation/v4/sequences/enrollments/contact/{contact_id}",
+            get(sequences::contact_enrollment),
         )
         .fallback(|request: axum::extract::Request| async move {
             let what = format!("{} {}", request.method(), request.uri().path());

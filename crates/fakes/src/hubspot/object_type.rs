@@ -100,6 +100,13 @@ impl ObjectType {
     }
 }
 
+/// The type a HUBSPOT_DEFINED association type id from `from` leads to (204 from a
+/// task: contact).
+pub(crate) fn association_target(from: ObjectType, type_id: u64) -> Option<ObjectType> {
+    ALL.into_iter()
+        .find(|to| association_type_id(from, *to).is_some_and(|id| u64::from(id) == type_id))
+}
+
 /// The HUBSPOT_DEFINED (unlabeled) association type id from one type to another, as
 /// listed in HubSpot's association type table; `None` where HubSpot defines none.
 pub(crate) fn association_type_id(from: ObjectType, to: ObjectType) -> Option<u32> {

@@ -1,4 +1,5 @@
-//! `GET /crm/v3/owners/{ownerId}`.
+//! `GET /crm/v3/owners/{ownerId}` and `GET /crm/v3/owners?email=..` (the list, filtered
+//! by email, in one page).
 
 use std::sync::Arc;
 
@@ -24,6 +25,24 @@ pub(crate) async fn get_owner(
         Some(owner) => Json(owner_json(owner)).into_response(),
         None => errors::not_found(format!("Owner with id {owner_id} not found")),
     }
+}
+
+pub(crate) async fn list_owners(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Some(refusal) = unsupported(&query, &["email", "limit"]) {
+        return refusal;
+    }
+    let email = query.iter().find(|(k, _)| k == "email").map(|(_, v)| v);
+    let state = shared.state();
+    let results: Vec<Value> = state
+        .owners
+        .values()
+        .filter(|o| email.is_none_or(|email| o.owner.email.eq_ignore_ascii_case(email)))
+        .map(owner_json)
+        .collect();
+    Json(json!({ "results": results })).into_response()
 }
 
 fn owner_json(stored: &StoredOwner) -> Value {

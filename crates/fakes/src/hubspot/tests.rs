@@ -132,9 +132,9 @@ async fn unknown_object_type_and_unimplemented_features_are_refused() {
     let (status, body) = get_json(&fake, "/crm/v3/objects/widgets/1").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["category"], "VALIDATION_ERROR");
-    let with_history = "/crm/v3/objects/deals/1?propertiesWithHistory=dealstage";
+    let with_associations = "/crm/v3/objects/deals/1?associations=contacts";
     assert_eq!(
-        get(&fake, with_history).await.status(),
+        get(&fake, with_associations).await.status(),
         StatusCode::NOT_IMPLEMENTED
     );
     let unknown_route = "/crm/v3/objects/deals/1/extra";
