@@ -1,5 +1,5 @@
 //! followthrough, the application: configuration, the HTTP server and ingest, the
-//! engine, and the command line. `main.rs` only calls [`cli::main`].
+//! engine, the outbox workers, and the command line. `main.rs` only calls [`cli::main`].
 
 pub mod api_error;
 pub mod cli;
@@ -8,6 +8,7 @@ pub mod engine;
 pub mod ingest;
 pub mod journal;
 pub mod listener;
+pub mod outbox;
 pub mod rules_handle;
 pub mod server;
 pub mod telemetry;

@@ -168,6 +168,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         engine_wake: Arc::new(Notify::new()),
     };
     let engine_config = &config.config.engine;
+    let outbox_wake = Arc::new(Notify::new());
     let engine = Engine::new(EngineParts {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
@@ -182,7 +183,13 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         batch_size: engine_config.batch_size,
         catch_up_limit_ms: clamp_ms(engine_config.timer_catch_up_limit_ms),
         fetch_retry_ms: clamp_ms(engine_config.fetch_retry_ms),
+        own_source_ids: Arc::new(own_source_ids(&config)),
+        outbox_wake: Arc::clone(&outbox_wake),
     });
+    let outbox = crate::outbox::lanes::build(&config, Arc::clone(&store), Arc::clone(&clock))?;
+    tracing::info!(connectors = ?outbox.connectors(), "outbox workers ready");
+    let outbox_stop = CancellationToken::new();
+    let outbox = tokio::spawn(outbox.run(outbox_wake, outbox_stop.clone()));
     let engine_stop = CancellationToken::new();
     let (reloaded, reloads) = tokio::sync::mpsc::unbounded_channel();
     let reloader = spawn_sighup_reloader(rules, engine_stop.clone(), move |outcome| {
@@ -220,6 +227,10 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         }
         engine_stop.cancel();
         let _ = engine.await;
+        // After the engine: jobs it queued last are still claimed if due; calls in
+        // flight finish and are recorded before the store closes.
+        outbox_stop.cancel();
+        let _ = outbox.await;
         let _ = reloader.await;
         store.close().await?;
         tracing::info!("store closed; bye");
@@ -230,6 +241,16 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         shutdown,
         handle,
     })
+}
+
+/// The `sourceId`s our own HubSpot writes come back with.
+fn own_source_ids(config: &Validated) -> Vec<String> {
+    let app_id = config.config.connectors.hubspot.app_id.trim();
+    if app_id.is_empty() {
+        Vec::new()
+    } else {
+        vec![app_id.to_owned()]
+    }
 }
 
 fn clamp_ms(ms: u64) -> i64 {

@@ -103,6 +103,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         batch_size: options.batch_size,
         catch_up_limit_ms: 30 * 86_400_000,
         fetch_retry_ms: 30_000,
+        own_source_ids: Arc::default(),
+        outbox_wake: Arc::default(),
     });
     let firing = Instant::now();
     // The engine's own loop: each batch is read and evaluated while the one before it

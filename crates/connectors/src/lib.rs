@@ -21,3 +21,17 @@ pub mod slack;
 
 pub use outcome::{ActionJob, Connector, Failure, Outcome, Repeat, Success};
 pub use read::{CrmReader, FetchError};
+pub use retry::{RetryAfterUnit, RetryPolicy, parse_retry_after};
+
+use followthrough_core::ObjectRef;
+
+/// The connector that executes `action` about `object`: chat goes to Slack, `http` and
+/// lookups to the HTTP connector, and CRM actions to the CRM the object lives in.
+pub fn connector_for(action: &str, object: &ObjectRef) -> &'static str {
+    match action {
+        "slack_dm" | "slack_message" => "slack",
+        "http" | "lookup" => "http",
+        _ if object.source == "pipedrive" => "pipedrive",
+        _ => "hubspot",
+    }
+}

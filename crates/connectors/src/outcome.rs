@@ -134,6 +134,13 @@ pub trait Connector: Send + Sync + 'static {
         self.name().to_owned()
     }
 
+    /// The most requests executing this job may send (a search before a create, a user
+    /// lookup before a message): the rate limiter reserves that many before it starts.
+    fn max_requests(&self, job: &ActionJob) -> u32 {
+        let _ = job;
+        1
+    }
+
     /// What to do after an indeterminate outcome of this job.
     fn on_indeterminate(&self, job: &ActionJob) -> Repeat;
 

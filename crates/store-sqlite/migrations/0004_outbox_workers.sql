@@ -59,3 +59,10 @@ CREATE TABLE rotations (
     name      TEXT    PRIMARY KEY,
     position  INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- The counter value each job was given, so a retried job gets the same turn again (an
+-- assignment that timed out is repeated to the same owner, not the next one).
+CREATE TABLE rotation_picks (
+    key       TEXT    PRIMARY KEY,
+    name      TEXT    NOT NULL,
+    position  INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -421,21 +421,41 @@ pub(crate) fn next_in_rotation(
     connection: &Connection,
     name: &str,
     size: u32,
+    key: &str,
 ) -> Result<u32, StoreError> {
     if size == 0 {
         return Err(StoreError::Backend(format!(
             "rotation {name} has no members"
         )));
     }
-    let position: i64 = connection
-        .prepare_cached(
-            "INSERT INTO rotations (name, position) VALUES (?1, 0)
-             ON CONFLICT (name) DO UPDATE SET position = position + 1
-             RETURNING position",
-        )
+    let picked: Option<i64> = connection
+        .prepare_cached("SELECT position FROM rotation_picks WHERE key = ?1 AND name = ?2")
         .map_err(sql_error)?
-        .query_row([name], |row| row.get(0))
+        .query_row([key, name], |row| row.get(0))
+        .optional()
         .map_err(sql_error)?;
+    let position = match picked {
+        Some(position) => position,
+        None => {
+            let position: i64 = connection
+                .prepare_cached(
+                    "INSERT INTO rotations (name, position) VALUES (?1, 0)
+                     ON CONFLICT (name) DO UPDATE SET position = position + 1
+                     RETURNING position",
+                )
+                .map_err(sql_error)?
+                .query_row([name], |row| row.get(0))
+                .map_err(sql_error)?;
+            connection
+                .prepare_cached(
+                    "INSERT INTO rotation_picks (key, name, position) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(sql_error)?
+                .execute(rusqlite::params![key, name, position])
+                .map_err(sql_error)?;
+            position
+        }
+    };
     u32::try_from(position.rem_euclid(i64::from(size)))
         .map_err(|_| StoreError::Corrupt(format!("rotation {name} at {position}")))
 }
@@ -450,9 +470,9 @@ mod tests {
     async fn a_rotation_of_nobody_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("r.db"), true).unwrap();
-        let result = store.next_in_rotation("owners:empty", 0).await;
+        let result = store.next_in_rotation("owners:empty", 0, "k").await;
         assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
-        assert_eq!(store.next_in_rotation("owners:empty", 2).await.unwrap(), 0);
+        assert_eq!(store.next_in_rotation("owners:empty", 2, "k").await.unwrap(), 0);
         store.close().await.unwrap();
     }
 

@@ -157,7 +157,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The next position (0, 1, 2... wrapping at `size`) of the named rotation, kept
     /// durably: round-robin assignment survives restarts and is shared by instances.
-    async fn next_in_rotation(&self, name: &str, size: u32) -> Result<u32, StoreError>;
+    /// The same `key` (a job's idempotency key) always gets the same turn, so a retried
+    /// assignment goes to the same person. `size` 0 is an error.
+    async fn next_in_rotation(&self, name: &str, size: u32, key: &str)
+    -> Result<u32, StoreError>;
 
     /// The object's current state, or `None` if no event about it was ever applied.
     async fn object(&self, object: &ObjectRef) -> Result<Option<ObjectState>, StoreError>;

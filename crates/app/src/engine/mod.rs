@@ -60,6 +60,11 @@ pub struct EngineParts {
     pub batch_size: usize,
     pub catch_up_limit_ms: i64,
     pub fetch_retry_ms: i64,
+    /// `sourceId`s of our own writes (the HubSpot app id): events carrying one are our
+    /// actions coming back; they update state but start and advance no run.
+    pub own_source_ids: Arc<Vec<String>>,
+    /// Notified after a commit that queued outbox jobs, so the workers start at once.
+    pub outbox_wake: Arc<Notify>,
 }
 
 pub struct Engine {
@@ -203,8 +208,16 @@ impl Engine {
             .collect();
         let owners = unit.owners.clone();
         let store = Arc::clone(&self.parts.store);
+        let outbox_wake = Arc::clone(&self.parts.outbox_wake);
+        let queued_jobs = !unit.outbox.is_empty();
         self.in_flight = Some(InFlight {
-            commit: tokio::spawn(async move { store.apply(unit).await }),
+            commit: tokio::spawn(async move {
+                let committed = store.apply(unit).await;
+                if committed.is_ok() && queued_jobs {
+                    outbox_wake.notify_waiters();
+                }
+                committed
+            }),
             seqs,
             timers,
             objects,
@@ -400,6 +413,7 @@ impl Engine {
         let calendar = parts.calendar.clone();
         let redactor = parts.redactor.clone();
         let catch_up_limit_ms = parts.catch_up_limit_ms;
+        let own_source_ids = Arc::clone(&parts.own_source_ids);
         let retry_at = Timestamp(now.as_millis() + parts.fetch_retry_ms);
         let handle = tokio::runtime::Handle::current();
 
@@ -418,6 +432,7 @@ impl Engine {
                     calendar: &calendar,
                     redactor: &redactor,
                     catch_up_limit_ms,
+                    own_source_ids: &own_source_ids,
                 },
                 Loaded {
                     view,

@@ -323,3 +323,17 @@ pub fn context_fetched(at: Timestamp, object: &ObjectRef, what: &str) -> Journal
 pub fn rule_retired(at: Timestamp, state: &RunState, why: &str) -> JournalEntry {
     run_ended(at, state, "cancelled", Some(why))
 }
+
+/// An event that is our own write coming back: state updated, no rule run.
+pub fn echo_ignored(at: Timestamp, event: &Event, source_id: &str) -> JournalEntry {
+    JournalEntry {
+        at,
+        object: Some(event.object.clone()),
+        kind: JournalKind::Event,
+        summary: format!(
+            "echo ignored: {} was made by followthrough itself (sourceId {source_id}); state updated, no rule evaluated",
+            event.subscription
+        ),
+        detail: json!({ "event_id": event.id, "outcome": "echo_ignored", "source_id": source_id, "change_source": event.change_source }),
+    }
+}

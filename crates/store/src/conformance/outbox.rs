@@ -467,12 +467,17 @@ pub async fn rotation_wraps_and_survives_reopening(
     reopen: impl Fn() -> Arc<dyn Store>,
 ) {
     let mut turns = Vec::new();
-    for _ in 0..4 {
-        turns.push(store.next_in_rotation("owners:farmers", 3).await.unwrap());
+    for job in ["a", "b", "c", "d"] {
+        turns.push(store.next_in_rotation("owners:farmers", 3, job).await.unwrap());
     }
     assert_eq!(turns, vec![0, 1, 2, 0]);
     assert_eq!(
-        store.next_in_rotation("owners:hunters", 3).await.unwrap(),
+        store.next_in_rotation("owners:farmers", 3, "b").await.unwrap(),
+        1,
+        "a job asking again (a retry) keeps its turn"
+    );
+    assert_eq!(
+        store.next_in_rotation("owners:hunters", 3, "job-2").await.unwrap(),
         0,
         "each rotation keeps its own place"
     );
@@ -481,12 +486,12 @@ pub async fn rotation_wraps_and_survives_reopening(
 
     let store = reopen();
     assert_eq!(
-        store.next_in_rotation("owners:farmers", 3).await.unwrap(),
+        store.next_in_rotation("owners:farmers", 3, "job-3").await.unwrap(),
         1,
         "a restart goes on where the rotation was"
     );
     assert_eq!(
-        store.next_in_rotation("owners:hunters", 3).await.unwrap(),
+        store.next_in_rotation("owners:hunters", 3, "job-4").await.unwrap(),
         1
     );
     store.close().await.unwrap();

@@ -55,6 +55,8 @@ pub struct Settings<'a> {
     pub redactor: &'a Redactor,
     /// A timer overdue by more than this is skipped, not fired.
     pub catch_up_limit_ms: i64,
+    /// `sourceId`s that mark an event as our own write coming back.
+    pub own_source_ids: &'a [String],
 }
 
 struct Run {
@@ -283,6 +285,18 @@ impl<'a> Batch<'a> {
 
     /// Applies one event: updates its object, offers it to the runs waiting on its
     /// subjects, then evaluates the rules it may trigger.
+    /// The `sourceId` that marks `event` as our own write, if it carries one (HubSpot
+    /// sends the app id bare or as `<kind>:<id>`).
+    fn own_write<'e>(&self, event: &'e followthrough_core::Event) -> Option<&'e str> {
+        let source_id = event.source_id.as_deref()?;
+        let bare = source_id.rsplit(':').next().unwrap_or(source_id);
+        self.settings
+            .own_source_ids
+            .iter()
+            .any(|own| own == source_id || own == bare)
+            .then_some(source_id)
+    }
+
     pub fn apply_event(&mut self, pending: &PendingEvent) -> Result<(), StoreError> {
         let event = &pending.event;
         let object = event.object.clone();
@@ -293,6 +307,14 @@ impl<'a> Batch<'a> {
             .unwrap_or_default();
         self.update_state(event);
         self.unit.applied.push(pending.seq);
+        if let Some(source_id) = self.own_write(event) {
+            // Loop prevention: our own update (a revert, an owner change) must not set
+            // off the rule that made it, or another rule that undoes it, forever.
+            self.unit
+                .journal
+                .push(record::echo_ignored(self.settings.now, event, source_id));
+            return Ok(());
+        }
 
         // The subjects: the event's object and, when an engagement is created, the
         // objects it is linked to.

@@ -2,6 +2,7 @@
 //! (netted within the batch), its outbox jobs and its journal rows; and the unit that
 //! collects them.
 
+use followthrough_connectors::connector_for;
 use followthrough_core::{RunId, Timestamp};
 use followthrough_rules::{Advance, Decision, RunState};
 use followthrough_store::{OutboxJob, RunRecord, TimerRecord, UnitOfWork};
@@ -62,9 +63,12 @@ impl Batch<'_> {
                     self.unit
                         .journal
                         .push(record::action_queued(now, &state, &action));
+                    let connector = connector_for(&action.action, &action.object);
                     self.unit.outbox.push(OutboxJob {
                         idempotency_key: action.idempotency_key,
                         run_id: parsed_id.clone(),
+                        rule_id: state.rule_id.clone(),
+                        connector: connector.to_owned(),
                         action: action.action,
                         object: action.object,
                         params: action.params,

@@ -47,7 +47,13 @@ pub(super) async fn set(
 }
 
 pub(super) async fn outbox(app: &TestApp, object: &ObjectRef) -> Vec<OutboxJob> {
-    app.store.outbox_for(object).await.unwrap()
+    app.store
+        .outbox_for(object)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.job)
+        .collect()
 }
 
 pub(super) fn actions(jobs: &[OutboxJob]) -> Vec<&str> {

@@ -10,8 +10,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+pub mod connectors;
+
+pub use connectors::{
+    ConnectorsConfig, HttpConnectorConfig, HubSpotConnectorConfig, OutboxConfig,
+    PipedriveConnectorConfig, SlackConnectorConfig,
+};
+
 /// The defaults, every key commented: `config.default.toml` at the repository root.
-pub const DEFAULTS: &str = include_str!("../../../config.default.toml");
+pub const DEFAULTS: &str = include_str!("../../../../config.default.toml");
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "followthrough.toml";
@@ -25,6 +32,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub sources: SourcesConfig,
     pub connectors: ConnectorsConfig,
+    pub outbox: OutboxConfig,
     pub api: ApiConfig,
     pub privacy: PrivacyConfig,
     pub log: LogConfig,
@@ -160,20 +168,6 @@ pub struct HubSpotSourceConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConnectorsConfig {
-    pub hubspot: ConnectorConfig,
-    pub slack: ConnectorConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectorConfig {
-    pub base_url: String,
-    pub token: SecretString,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub tokens: Vec<SecretString>,
 }
@@ -207,7 +201,7 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         message: message.into(),
@@ -345,6 +339,7 @@ impl Config {
         }
         let hubspot_secret = resolve_secret(&hubspot.client_secret, &hubspot.client_secret_file)
             .map_err(|message| invalid("sources.hubspot.client_secret_file", message))?;
+        self.outbox.validate(&self.connectors)?;
         // Checked here so `serve` refuses a bad calendar at start, not at the first wait.
         self.rules.calendar()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
@@ -373,7 +368,7 @@ fn flat_overrides(overrides: &Overrides) -> Vec<(String, String)> {
     values
 }
 
-fn resolve_secret(inline: &SecretString, file: &Path) -> Result<SecretString, String> {
+pub(crate) fn resolve_secret(inline: &SecretString, file: &Path) -> Result<SecretString, String> {
     if file.as_os_str().is_empty() {
         return Ok(inline.clone());
     }

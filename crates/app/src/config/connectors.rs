@@ -1,0 +1,220 @@
+//! `[connectors.*]` (how to reach each API and how hard to push it) and `[outbox]` (how
+//! its workers claim, retry and give up).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use followthrough_connectors::RetryPolicy;
+use followthrough_connectors::limit::Limit;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{ConfigError, invalid, resolve_secret};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorsConfig {
+    pub hubspot: HubSpotConnectorConfig,
+    pub slack: SlackConnectorConfig,
+    pub pipedrive: PipedriveConnectorConfig,
+    pub http: HttpConnectorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSpotConnectorConfig {
+    pub base_url: String,
+    pub token: SecretString,
+    pub token_file: PathBuf,
+    pub timeout_ms: u64,
+    pub concurrency: usize,
+    pub rate_limit: u32,
+    pub rate_limit_window_ms: u64,
+    pub idempotency_property: String,
+    pub idempotency_upsert: bool,
+    pub search_settle_ms: u64,
+    pub app_id: String,
+    /// `assign_owner` teams: name -> owner ids.
+    pub teams: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConnectorConfig {
+    pub base_url: String,
+    pub token: SecretString,
+    pub token_file: PathBuf,
+    pub timeout_ms: u64,
+    pub concurrency: usize,
+    pub rate_limit: u32,
+    pub rate_limit_window_ms: u64,
+    /// Channel name -> incoming-webhook URL, used instead of `chat.postMessage`.
+    pub webhooks: BTreeMap<String, SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipedriveConnectorConfig {
+    pub base_url: String,
+    pub token: SecretString,
+    pub token_file: PathBuf,
+    pub timeout_ms: u64,
+    pub concurrency: usize,
+    pub rate_limit: u32,
+    pub rate_limit_window_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConnectorConfig {
+    pub timeout_ms: u64,
+    pub concurrency: usize,
+    pub rate_limit: u32,
+    pub rate_limit_window_ms: u64,
+    /// Hosts (names or addresses) the SSRF guard lets through although they are
+    /// private, loopback or link-local.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// What every connector's workers share: how many calls at once, how fast, how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    pub concurrency: usize,
+    pub limit: Limit,
+    pub timeout: Duration,
+}
+
+fn pace(concurrency: usize, rate_limit: u32, window_ms: u64, timeout_ms: u64) -> Pace {
+    Pace {
+        concurrency,
+        limit: Limit::new(rate_limit, Duration::from_millis(window_ms)),
+        timeout: Duration::from_millis(timeout_ms),
+    }
+}
+
+impl HubSpotConnectorConfig {
+    pub fn pace(&self) -> Pace {
+        pace(self.concurrency, self.rate_limit, self.rate_limit_window_ms, self.timeout_ms)
+    }
+
+    /// The token, from `token_file` when it is set.
+    pub fn token(&self) -> Result<SecretString, ConfigError> {
+        resolve_secret(&self.token, &self.token_file)
+            .map_err(|message| invalid("connectors.hubspot.token_file", message))
+    }
+}
+
+impl SlackConnectorConfig {
+    pub fn pace(&self) -> Pace {
+        pace(self.concurrency, self.rate_limit, self.rate_limit_window_ms, self.timeout_ms)
+    }
+
+    pub fn token(&self) -> Result<SecretString, ConfigError> {
+        resolve_secret(&self.token, &self.token_file)
+            .map_err(|message| invalid("connectors.slack.token_file", message))
+    }
+}
+
+impl PipedriveConnectorConfig {
+    pub fn pace(&self) -> Pace {
+        pace(self.concurrency, self.rate_limit, self.rate_limit_window_ms, self.timeout_ms)
+    }
+
+    pub fn token(&self) -> Result<SecretString, ConfigError> {
+        resolve_secret(&self.token, &self.token_file)
+            .map_err(|message| invalid("connectors.pipedrive.token_file", message))
+    }
+}
+
+impl HttpConnectorConfig {
+    pub fn pace(&self) -> Pace {
+        pace(self.concurrency, self.rate_limit, self.rate_limit_window_ms, self.timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Most jobs one connector's workers claim at once.
+    pub claim_batch: usize,
+    /// How long a claimed job stays reserved for its worker.
+    pub lease_ms: u64,
+    /// How often idle workers look for due jobs (a new job also wakes them).
+    pub poll_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_cap_ms: u64,
+    pub max_attempts: u32,
+    pub max_age_ms: u64,
+    pub circuit_failures: u32,
+    pub circuit_open_ms: u64,
+}
+
+impl OutboxConfig {
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_millis(self.retry_base_ms),
+            cap: Duration::from_millis(self.retry_cap_ms),
+            max_attempts: self.max_attempts,
+            max_age: Duration::from_millis(self.max_age_ms),
+        }
+    }
+
+    /// A worker that dies mid-call holds its jobs until the lease ends; a lease shorter
+    /// than a call would let a second worker repeat a call still in flight.
+    pub(super) fn validate(&self, connectors: &ConnectorsConfig) -> Result<(), ConfigError> {
+        if !(1..=1000).contains(&self.claim_batch) {
+            return Err(invalid("outbox.claim_batch", "must be between 1 and 1000"));
+        }
+        if self.max_attempts == 0 {
+            return Err(invalid("outbox.max_attempts", "must be at least 1"));
+        }
+        if self.retry_base_ms == 0 || self.retry_cap_ms < self.retry_base_ms {
+            return Err(invalid(
+                "outbox.retry_cap_ms",
+                "retry_base_ms must be more than 0 and retry_cap_ms at least retry_base_ms",
+            ));
+        }
+        if self.poll_ms == 0 {
+            return Err(invalid("outbox.poll_ms", "must be more than 0"));
+        }
+        let paces = [
+            ("connectors.hubspot", connectors.hubspot.pace()),
+            ("connectors.slack", connectors.slack.pace()),
+            ("connectors.pipedrive", connectors.pipedrive.pace()),
+            ("connectors.http", connectors.http.pace()),
+        ];
+        for (section, pace) in paces {
+            if pace.concurrency == 0 || pace.limit.max == 0 || pace.limit.per.is_zero() {
+                return Err(invalid(
+                    "outbox",
+                    format!("{section}: concurrency, rate_limit and rate_limit_window_ms must be more than 0"),
+                ));
+            }
+            // Two calls (a check, then the create) must fit in one lease, with room.
+            if u128::from(self.lease_ms) < 3 * pace.timeout.as_millis() {
+                return Err(invalid(
+                    "outbox.lease_ms",
+                    format!("must be at least 3 x {section}.timeout_ms, so a call in flight is never repeated by another worker"),
+                ));
+            }
+        }
+        for (team, owners) in &connectors.hubspot.teams {
+            if owners.is_empty() {
+                return Err(invalid(
+                    "connectors.hubspot.teams",
+                    format!("team `{team}` has no owner ids"),
+                ));
+            }
+        }
+        for (channel, url) in &connectors.slack.webhooks {
+            if !url.expose_secret().starts_with("https://") && !url.expose_secret().starts_with("http://") {
+                return Err(invalid(
+                    "connectors.slack.webhooks",
+                    format!("the webhook of `{channel}` is not an http(s) URL"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! The outbox workers: each action a run decided is performed once by its connector.
+//!
+//! Claim, then call, then record: a worker leases a batch of due jobs in one short
+//! transaction ([`Store::claim_jobs`]), calls the connector outside any transaction,
+//! and records each outcome with its journal rows in another
+//! ([`Store::record_attempt`]). A worker that dies mid-call leaves its lease to expire;
+//! the next claim of that job knows the call may have happened
+//! (`after_indeterminate`), and the connector checks before it creates anything again,
+//! or the job is parked for a person.
+//!
+//! One lane per configured connector, each with its own concurrency, rate limit
+//! ([`RateLimiter`], per bucket) and circuit ([`Circuit`]). `run_once` is one claim
+//! batch of one lane, so tests drive the workers step by step with a `ManualClock`;
+//! `run` is the loop around it.
+
+mod assign;
+mod attempt;
+pub mod lanes;
+mod record;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use followthrough_connectors::circuit::{Admission, Circuit};
+use followthrough_connectors::limit::RateLimiter;
+use followthrough_connectors::{Connector, RetryPolicy};
+use followthrough_core::Clock;
+use followthrough_store::{Store, StoreError};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::connectors::Pace;
+pub use assign::Teams;
+
+/// One connector and how hard its workers may push it.
+pub struct Lane {
+    pub connector: Arc<dyn Connector>,
+    pub pace: Pace,
+    circuit: Mutex<Circuit>,
+}
+
+impl Lane {
+    pub fn new(connector: Arc<dyn Connector>, pace: Pace, circuit: Circuit) -> Self {
+        Self {
+            connector,
+            pace,
+            circuit: Mutex::new(circuit),
+        }
+    }
+
+    fn circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
+        self.circuit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What the workers need.
+pub struct OutboxParts {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub lanes: Vec<Lane>,
+    pub policy: RetryPolicy,
+    pub limiter: RateLimiter,
+    pub teams: Teams,
+    pub lease: Duration,
+    pub claim_batch: usize,
+    pub poll: Duration,
+}
+
+#[derive(Clone)]
+pub struct Outbox {
+    parts: Arc<OutboxParts>,
+}
+
+impl Outbox {
+    pub fn new(parts: OutboxParts) -> Self {
+        Self {
+            parts: Arc::new(parts),
+        }
+    }
+
+    /// The connectors that have workers.
+    pub fn connectors(&self) -> Vec<&'static str> {
+        self.parts.lanes.iter().map(|l| l.connector.name()).collect()
+    }
+
+    /// Claims one batch of `connector`'s due jobs and performs them (up to the lane's
+    /// concurrency at once). Returns how many jobs it claimed; 0 when nothing is due or
+    /// the circuit is open.
+    pub async fn run_once(&self, connector: &str) -> Result<usize, StoreError> {
+        let Some(lane) = self
+            .parts
+            .lanes
+            .iter()
+            .find(|lane| lane.connector.name() == connector)
+        else {
+            return Ok(0);
+        };
+        let parts = &self.parts;
+        let now = parts.clock.now();
+        let (admission, transition) = lane.circuit().admit(now);
+        if let Some(transition) = transition {
+            parts
+                .store
+                .journal(vec![record::circuit(now, connector, &transition)])
+                .await?;
+        }
+        let limit = match admission {
+            Admission::WaitUntil(_) => return Ok(0),
+            Admission::Probe => 1,
+            // Claim no more than can start well within the lease: jobs waiting on the
+            // rate limiter still hold theirs.
+            Admission::Send => parts.claim_batch.min(lane.pace.concurrency * 4),
+        };
+        let lease_until = now.saturating_add(parts.lease);
+        let jobs = parts
+            .store
+            .claim_jobs(connector, now, lease_until, limit)
+            .await?;
+        if jobs.is_empty() && admission == Admission::Probe {
+            lane.circuit().abandon_probe(now);
+        }
+        let claimed = jobs.len();
+        let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(jobs)
+            .map(|job| attempt::perform(parts, lane, job))
+            .buffer_unordered(lane.pace.concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), _>>()?;
+        Ok(claimed)
+    }
+
+    /// Runs every lane until none has a job due now (by the clock). For tests and tools.
+    pub async fn run_until_idle(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let mut round = 0;
+            for connector in self.connectors() {
+                round += self.run_once(connector).await?;
+            }
+            if round == 0 {
+                return Ok(total);
+            }
+            total += round;
+        }
+    }
+
+    /// One loop per lane until `shutdown`: claim and perform while jobs are due; when
+    /// idle, sleep until the next job is due, `wake` is notified (the engine queued
+    /// something) or the poll interval passes. Jobs in flight at shutdown finish first.
+    pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let loops: Vec<_> = self
+            .connectors()
+            .into_iter()
+            .map(|connector| {
+                let outbox = self.clone();
+                let wake = Arc::clone(&wake);
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { outbox.lane_loop(connector, &wake, &shutdown).await })
+            })
+            .collect();
+        for lane in loops {
+            let _ = lane.await;
+        }
+    }
+
+    async fn lane_loop(&self, connector: &'static str, wake: &Notify, shutdown: &CancellationToken) {
+        let parts = &self.parts;
+        while !shutdown.is_cancelled() {
+            let pause = match self.run_once(connector).await {
+                Ok(0) => self.idle_pause(connector).await,
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(connector, %error, "outbox: claiming or recording failed; retrying");
+                    parts.poll
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// How long an idle lane may sleep: until its next job is due (or its circuit
+    /// half-opens), at most the poll interval.
+    async fn idle_pause(&self, connector: &str) -> Duration {
+        let parts = &self.parts;
+        let now = parts.clock.now();
+        match parts.store.next_job_at(connector).await {
+            Ok(Some(at)) => at.since(now).clamp(Duration::from_millis(5), parts.poll),
+            _ => parts.poll,
+        }
+    }
+}

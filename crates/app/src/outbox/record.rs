@@ -1,0 +1,218 @@
+//! The journal rows the outbox writes: each attempt (status, latency, attempt number,
+//! classification), done, dead-lettered, circuit changes.
+//!
+//! What an API says back can quote the record it refused (an email address in a
+//! validation message), so every text from outside goes through [`scrub`].
+
+use std::time::Duration;
+
+use followthrough_connectors::Outcome;
+use followthrough_connectors::circuit::Transition;
+use followthrough_core::Timestamp;
+use followthrough_store::{AttemptResult, ClaimedJob, DeadLetterReason, JournalEntry, JournalKind};
+use serde_json::json;
+
+/// One attempt, as the journal tells it.
+pub(super) struct Attempted<'a> {
+    pub claimed: &'a ClaimedJob,
+    pub connector: &'a str,
+    pub outcome: &'a Outcome,
+    pub latency: Duration,
+    /// How long the rate limiter held the call.
+    pub waited: Duration,
+    pub result: &'a AttemptResult,
+}
+
+pub(super) fn attempt(at: Timestamp, a: &Attempted<'_>) -> JournalEntry {
+    let job = &a.claimed.job;
+    let status = a
+        .outcome
+        .status()
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default();
+    let (message, retry_after_ms) = match a.outcome {
+        Outcome::Success(success) => (success.summary.clone(), None),
+        Outcome::Retry(f) | Outcome::Terminal(f) | Outcome::Indeterminate(f) => (
+            scrub(&f.message),
+            f.retry_after.map(|d| d.as_millis() as u64),
+        ),
+    };
+    let next_at = match a.result {
+        AttemptResult::Retry { next_at, .. } => Some(*next_at),
+        _ => None,
+    };
+    let then = next_at
+        .map(|t| format!(", retry at {}", t.to_rfc3339()))
+        .unwrap_or_default();
+    JournalEntry {
+        at,
+        object: Some(job.object.clone()),
+        kind: JournalKind::Attempt,
+        summary: format!(
+            "attempt {} of {} via {}: {}{status} in {} ms{then}",
+            a.claimed.attempt,
+            job.action,
+            a.connector,
+            a.outcome.class(),
+            a.latency.as_millis()
+        ),
+        detail: json!({
+            "key": job.idempotency_key,
+            "run_id": job.run_id,
+            "rule_id": job.rule_id,
+            "action": job.action,
+            "connector": a.connector,
+            "attempt": a.claimed.attempt,
+            "checked_first": a.claimed.after_indeterminate,
+            "class": a.outcome.class(),
+            "status": a.outcome.status(),
+            "latency_ms": a.latency.as_millis() as u64,
+            "rate_limited_ms": a.waited.as_millis() as u64,
+            "retry_after_ms": retry_after_ms,
+            "next_at": next_at.map(|t| t.to_rfc3339()),
+            "message": message,
+        }),
+    }
+}
+
+pub(super) fn done(at: Timestamp, a: &Attempted<'_>) -> JournalEntry {
+    let job = &a.claimed.job;
+    let what = match a.outcome {
+        Outcome::Success(success) if !success.summary.is_empty() => success.summary.clone(),
+        _ => "done".to_owned(),
+    };
+    let result = match a.result {
+        AttemptResult::Done { result } => result.clone(),
+        _ => serde_json::Value::Null,
+    };
+    JournalEntry {
+        at,
+        object: Some(job.object.clone()),
+        kind: JournalKind::Action,
+        summary: format!("action {} done: {what}", job.action),
+        detail: json!({
+            "key": job.idempotency_key, "run_id": job.run_id, "rule_id": job.rule_id,
+            "action": job.action, "outcome": "done", "attempts": a.claimed.attempt, "result": result,
+        }),
+    }
+}
+
+pub(super) fn dead_lettered(
+    at: Timestamp,
+    claimed: &ClaimedJob,
+    reason: &DeadLetterReason,
+) -> JournalEntry {
+    let job = &claimed.job;
+    JournalEntry {
+        at,
+        object: Some(job.object.clone()),
+        kind: JournalKind::Action,
+        summary: format!(
+            "action {} dead-lettered ({}): {}",
+            job.action, reason.kind, reason.message
+        ),
+        detail: json!({
+            "key": job.idempotency_key, "run_id": job.run_id, "rule_id": job.rule_id,
+            "action": job.action, "outcome": "dead_letter", "attempts": claimed.attempt,
+            "reason": reason,
+        }),
+    }
+}
+
+pub(super) fn circuit(at: Timestamp, connector: &str, transition: &Transition) -> JournalEntry {
+    JournalEntry {
+        at,
+        object: None,
+        kind: JournalKind::Attempt,
+        summary: format!(
+            "circuit of {connector} {} (was {}, {} consecutive failure(s))",
+            transition.to.name(),
+            transition.from.name(),
+            transition.failures
+        ),
+        detail: json!({
+            "connector": connector, "outcome": "circuit", "from": transition.from.name(),
+            "to": transition.to.name(), "failures": transition.failures,
+        }),
+    }
+}
+
+/// Text from an API, made fit for the journal: email addresses and phone-number-like
+/// digit runs are replaced, and it is cut to 500 characters.
+///
+/// Hand-written (no regex crate in the build for two patterns): a word with an `@`
+/// between non-empty parts is an email; seven or more digits, allowing the separators
+/// of a written phone number, are a phone number.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(&scrub_word(word));
+    }
+    let phones = scrub_phones(&out);
+    phones.chars().take(500).collect()
+}
+
+fn scrub_word(word: &str) -> String {
+    let trimmed = word.trim_matches(|c: char| "\"'<>(),;:[]{}".contains(c));
+    match trimmed.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && domain.contains('.') => {
+            word.replace(trimmed, "[email]")
+        }
+        _ => word.to_owned(),
+    }
+}
+
+fn scrub_phones(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_ascii_digit() || (chars[i] == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+            let start = i;
+            let mut digits = 0;
+            let mut end = i;
+            while end < chars.len()
+                && (chars[end].is_ascii_digit() || " -.()+".contains(chars[end]))
+            {
+                if chars[end].is_ascii_digit() {
+                    digits += 1;
+                }
+                end += 1;
+            }
+            // Do not swallow a trailing separator that belongs to the sentence.
+            while end > start && !chars[end - 1].is_ascii_digit() {
+                end -= 1;
+            }
+            if digits >= 7 {
+                out.push_str("[phone]");
+            } else {
+                out.extend(&chars[start..end]);
+            }
+            i = end.max(start + 1);
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub;
+
+    #[test]
+    fn emails_and_phone_numbers_do_not_reach_the_journal() {
+        assert_eq!(
+            scrub("Property values were not valid: \"ada@example.com\" is taken"),
+            "Property values were not valid: \"[email]\" is taken"
+        );
+        assert_eq!(scrub("call +1 (555) 010-9999 now"), "call [phone] now");
+        assert_eq!(scrub("error 404 after 3 tries, id 12345"), "error 404 after 3 tries, id 12345");
+        assert_eq!(scrub("a@b"), "a@b");
+        assert_eq!(scrub(&"x".repeat(900)).len(), 500);
+    }
+}
