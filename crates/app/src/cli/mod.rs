@@ -1,6 +1,7 @@
 //! The command line: `followthrough <command>`. Data goes to stdout, diagnostics to
 //! stderr; exit 0 on success, 1 on failure, 2 on bad usage.
 
+mod dlq;
 mod reload;
 mod replay;
 mod rules;
@@ -54,6 +55,18 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[arg(long)]
+        store: Option<String>,
+    },
+    /// List, show and replay dead letters (actions that failed for good).
+    ///
+    /// A dead letter is an action that failed for good, or whose outcome nobody can know.
+    /// `replay` puts it back in the outbox; a running server picks it up on its own (it
+    /// is pending and due now).
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+        /// Store URL (store.url).
+        #[arg(long, global = true)]
         store: Option<String>,
     },
     /// Check every rule and test file in a folder; print each problem as
@@ -148,6 +161,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?,
             &object,
             json,
+        ),
+        Command::Dlq { command, store } => dlq::run(
+            load(Overrides {
+                store_url: store,
+                ..Overrides::default()
+            })?,
+            command,
         ),
         Command::Check { dir, json } => {
             let dir = rules_dir(cli.config.as_deref(), dir)?.0;

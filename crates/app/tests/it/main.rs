@@ -2,6 +2,7 @@
 //! temporary SQLite file, or the real `followthrough` executable as a child process.
 
 mod crash;
+mod dlq;
 mod engine;
 mod helpers;
 mod ingest;
