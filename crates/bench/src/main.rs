@@ -1,12 +1,14 @@
 //! `followthrough-bench`: drives a real `followthrough serve` child process with signed
 //! HubSpot webhooks and reports throughput, latency percentiles, server CPU time and peak
-//! RSS; the `timers` scenario drives the engine in process instead. Each scenario has a
-//! quick mode that finishes well under two minutes.
+//! RSS; the `timers` and `outbox` scenarios drive the engine and the outbox workers in
+//! process instead. Each scenario has a quick mode that finishes well under two minutes.
 
 mod end_to_end;
 mod ingest;
 mod load;
 mod mix;
+mod outbox;
+mod proc;
 mod server;
 mod timers;
 
@@ -87,6 +89,23 @@ enum Scenario {
         #[arg(long, default_value_t = 2_000)]
         batch_size: usize,
     },
+    /// Perform queued `create_task` jobs through the outbox workers and the HubSpot
+    /// connector against a local fake HubSpot that answers at once, in process on a
+    /// temporary SQLite file. Quick mode: --count 20000.
+    Outbox {
+        /// Jobs to queue and perform.
+        #[arg(long, default_value_t = 20_000)]
+        count: u64,
+        /// Concurrent calls of the HubSpot lane.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// outbox.claim_batch (a claim also stops at four jobs per concurrent call).
+        #[arg(long, default_value_t = 256)]
+        claim_batch: usize,
+        /// Jobs queued per unit of work before the run.
+        #[arg(long, default_value_t = 2_000)]
+        chunk: usize,
+    },
 }
 
 /// What every scenario's report offers.
@@ -107,7 +126,12 @@ macro_rules! report {
         }
     )*};
 }
-report!(ingest::Report, end_to_end::Report, timers::Report);
+report!(
+    ingest::Report,
+    end_to_end::Report,
+    timers::Report,
+    outbox::Report
+);
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(
@@ -181,6 +205,20 @@ async fn main() -> anyhow::Result<()> {
                 count,
                 chunk,
                 batch_size,
+            })
+            .await?,
+        ),
+        Scenario::Outbox {
+            count,
+            concurrency,
+            claim_batch,
+            chunk,
+        } => Box::new(
+            outbox::run(outbox::Options {
+                count,
+                concurrency,
+                claim_batch,
+                chunk,
             })
             .await?,
         ),

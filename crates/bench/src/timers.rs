@@ -24,6 +24,7 @@ use followthrough_store_sqlite::SqliteStore;
 use serde_json::json;
 
 use crate::load::ms;
+use crate::proc::status_kib as vm_kib;
 
 const RULE: &str = r#"id: bench-timer
 description: Waits an hour, then marks the contact.
@@ -203,16 +204,6 @@ fn chunk(
         });
     }
     Ok(unit)
-}
-
-/// A `Vm*:` line of /proc/self/status, in KiB.
-fn vm_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 impl Report {
