@@ -387,6 +387,11 @@ impl Connector for SlackConnector {
         format!("slack:{target}")
     }
 
+    /// A DM may first look the recipient up by email.
+    fn max_requests(&self, job: &ActionJob) -> u32 {
+        if job.action == "slack_dm" { 2 } else { 1 }
+    }
+
     /// A chat message cannot be looked up to see whether it was posted.
     fn on_indeterminate(&self, _job: &ActionJob) -> Repeat {
         Repeat::Never

@@ -25,8 +25,9 @@ use followthrough_connectors::circuit::{Admission, Circuit};
 use followthrough_connectors::limit::RateLimiter;
 use followthrough_connectors::{Connector, RetryPolicy};
 use followthrough_core::Clock;
-use followthrough_store::{Store, StoreError};
+use followthrough_store::{ClaimedJob, Store, StoreError};
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -86,17 +87,35 @@ impl Outbox {
 
     /// Claims one batch of `connector`'s due jobs and performs them (up to the lane's
     /// concurrency at once). Returns how many jobs it claimed; 0 when nothing is due or
-    /// the circuit is open.
+    /// the circuit is open. The step tests drive; `run` keeps lanes full instead.
     pub async fn run_once(&self, connector: &str) -> Result<usize, StoreError> {
-        let Some(lane) = self
-            .parts
+        let Some(lane) = self.lane(connector) else {
+            return Ok(0);
+        };
+        let limit = self.parts.claim_batch.min(lane.pace.concurrency * 4);
+        let jobs = self.claim(lane, limit).await?;
+        let claimed = jobs.len();
+        let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(jobs)
+            .map(|job| attempt::perform(&self.parts, lane, job))
+            .buffer_unordered(lane.pace.concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), _>>()?;
+        Ok(claimed)
+    }
+
+    fn lane(&self, connector: &str) -> Option<&Lane> {
+        self.parts
             .lanes
             .iter()
             .find(|lane| lane.connector.name() == connector)
-        else {
-            return Ok(0);
-        };
+    }
+
+    /// Claims up to `room` due jobs of the lane, as its circuit allows: none while it is
+    /// open or its probe is out, one as the probe.
+    async fn claim(&self, lane: &Lane, room: usize) -> Result<Vec<ClaimedJob>, StoreError> {
         let parts = &self.parts;
+        let connector = lane.connector.name();
         let now = parts.clock.now();
         let (admission, transition) = lane.circuit().admit(now);
         if let Some(transition) = transition {
@@ -106,11 +125,9 @@ impl Outbox {
                 .await?;
         }
         let limit = match admission {
-            Admission::WaitUntil(_) => return Ok(0),
+            Admission::WaitUntil(_) => return Ok(Vec::new()),
             Admission::Probe => 1,
-            // Claim no more than can start well within the lease: jobs waiting on the
-            // rate limiter still hold theirs.
-            Admission::Send => parts.claim_batch.min(lane.pace.concurrency * 4),
+            Admission::Send => room.min(parts.claim_batch),
         };
         let lease_until = now.saturating_add(parts.lease);
         let jobs = parts
@@ -120,14 +137,7 @@ impl Outbox {
         if jobs.is_empty() && admission == Admission::Probe {
             lane.circuit().abandon_probe(now);
         }
-        let claimed = jobs.len();
-        let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(jobs)
-            .map(|job| attempt::perform(parts, lane, job))
-            .buffer_unordered(lane.pace.concurrency.max(1))
-            .collect()
-            .await;
-        results.into_iter().collect::<Result<(), _>>()?;
-        Ok(claimed)
+        Ok(jobs)
     }
 
     /// Runs every lane until none has a job due now (by the clock). For tests and tools.
@@ -164,21 +174,53 @@ impl Outbox {
         }
     }
 
+    /// Keeps the lane full: whenever fewer than `concurrency` calls are in flight, it
+    /// claims more, so one slow call never holds back the others (no batch waits for
+    /// its slowest job).
     async fn lane_loop(&self, connector: &'static str, wake: &Notify, shutdown: &CancellationToken) {
+        let Some(lane) = self.lane(connector) else {
+            return;
+        };
         let parts = &self.parts;
-        while !shutdown.is_cancelled() {
-            let pause = match self.run_once(connector).await {
-                Ok(0) => self.idle_pause(connector).await,
-                Ok(_) => continue,
-                Err(error) => {
-                    tracing::warn!(connector, %error, "outbox: claiming or recording failed; retrying");
-                    parts.poll
+        let concurrency = lane.pace.concurrency.max(1);
+        // Claim again once a quarter of the slots are free: a claim per finished job
+        // would cost a write transaction per job.
+        let low_water = concurrency - (concurrency / 4).max(1);
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            if !shutdown.is_cancelled() && in_flight.len() <= low_water {
+                match self.claim(lane, concurrency - in_flight.len()).await {
+                    Ok(jobs) => {
+                        for job in jobs {
+                            in_flight.push(attempt::perform(parts, lane, job));
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(connector, %error, "outbox: claiming failed; retrying");
+                    }
                 }
-            };
+            }
+            if in_flight.is_empty() {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                let pause = self.idle_pause(connector).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(pause) => {}
+                }
+                continue;
+            }
+            let room = in_flight.len() <= low_water && !shutdown.is_cancelled();
             tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = wake.notified() => {}
-                () = tokio::time::sleep(pause) => {}
+                Some(result) = in_flight.next() => {
+                    if let Err(error) = result {
+                        tracing::warn!(connector, %error, "outbox: recording an outcome failed; the lease will expire and the job be retried");
+                    }
+                }
+                () = wake.notified(), if room => {}
+                () = tokio::time::sleep(parts.poll.min(Duration::from_millis(100))), if room => {}
             }
         }
     }

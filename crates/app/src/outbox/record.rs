@@ -64,6 +64,7 @@ pub(super) fn attempt(at: Timestamp, a: &Attempted<'_>) -> JournalEntry {
             "connector": a.connector,
             "attempt": a.claimed.attempt,
             "checked_first": a.claimed.after_indeterminate,
+            "outcome": a.outcome.class(),
             "class": a.outcome.class(),
             "status": a.outcome.status(),
             "latency_ms": a.latency.as_millis() as u64,

@@ -23,9 +23,15 @@ pub(crate) fn free_port() -> u16 {
 }
 
 pub(crate) fn start_server(db: &Path, port: u16) -> Child {
+    start_server_with(db, port, &[])
+}
+
+/// `start_server` with more `FOLLOWTHROUGH__*` settings.
+pub(crate) fn start_server_with(db: &Path, port: u16, env: &[(&str, String)]) -> Child {
     let rules = db.with_extension("rules");
     Command::new(env!("CARGO_BIN_EXE_followthrough"))
         .arg("serve")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         // Absent unless a test creates it: no rules.
         .env("FOLLOWTHROUGH__RULES__DIR", rules.display().to_string())
         .env("FOLLOWTHROUGH__SERVER__LISTEN", format!("127.0.0.1:{port}"))

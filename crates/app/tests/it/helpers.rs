@@ -11,7 +11,7 @@ use followthrough::ingest::hubspot::signature::{SignedParts, sign_v3};
 use followthrough::rules_handle::RulesHandle;
 use followthrough::server::{self, RunningServer, Services};
 use followthrough_core::{Clock, ManualClock, SystemClock};
-use followthrough_fakes::FakeHubSpot;
+use followthrough_fakes::{FakeHubSpot, FakeSlack};
 use followthrough_store::Store;
 use followthrough_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
@@ -26,6 +26,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The fake HubSpot API the engine reads owners and linked objects from.
     pub hubspot: FakeHubSpot,
+    /// The fake Slack API the outbox posts messages to.
+    pub slack: FakeSlack,
     /// The rules the server runs; a test may edit the files and `reload()`.
     pub rules: Arc<RulesHandle>,
     pub rules_dir: PathBuf,
@@ -63,25 +65,29 @@ pub async fn spawn_app_with_rules(rules: &[(String, String)], extra: &str) -> Te
         std::fs::write(rules_dir.join(name), text).unwrap();
     }
     let hubspot = FakeHubSpot::start().await;
+    let slack = FakeSlack::start().await;
     let clock = ManualClock::new(SystemClock.now());
-    spawn_in(dir, hubspot, clock, extra).await
+    spawn_in(dir, hubspot, slack, clock, extra).await
 }
 
 /// Spawns the server on the store and rules already in `dir`.
 async fn spawn_in(
     dir: tempfile::TempDir,
     hubspot: FakeHubSpot,
+    slack: FakeSlack,
     clock: ManualClock,
     extra: &str,
 ) -> TestApp {
     let db_path = dir.path().join("followthrough.db");
     let rules_dir = dir.path().join("rules");
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\npid_file = \"\"\n[store]\nurl = \"sqlite://{}\"\n[rules]\ndir = \"{}\"\n[sources.hubspot]\nclient_secret = \"{SECRET}\"\n[connectors.hubspot]\nbase_url = \"{}\"\ntoken = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\npid_file = \"\"\n[store]\nurl = \"sqlite://{}\"\n[rules]\ndir = \"{}\"\n[sources.hubspot]\nclient_secret = \"{SECRET}\"\n[connectors.hubspot]\nbase_url = \"{}\"\ntoken = \"{}\"\n[connectors.slack]\nbase_url = \"{}\"\ntoken = \"{}\"\n",
         db_path.display(),
         rules_dir.display(),
         hubspot.base_url(),
         hubspot.token(),
+        slack.base_url(),
+        slack.token(),
     );
     let config = Config::from_defaults_and(&[&toml, extra])
         .unwrap()
@@ -115,6 +121,7 @@ async fn spawn_in(
         clock,
         client: reqwest::Client::new(),
         hubspot,
+        slack,
         rules,
         rules_dir,
         extra: extra.to_owned(),
@@ -187,6 +194,7 @@ impl TestApp {
         let TestApp {
             clock,
             hubspot,
+            slack,
             extra: first_extra,
             running,
             _dir: dir,
@@ -196,7 +204,7 @@ impl TestApp {
         running.handle.await.unwrap().unwrap();
         clock.advance(down);
         let extra = extra.unwrap_or(&first_extra);
-        spawn_in(dir, hubspot, clock, extra).await
+        spawn_in(dir, hubspot, slack, clock, extra).await
     }
 }
 

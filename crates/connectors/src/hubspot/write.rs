@@ -244,6 +244,29 @@ impl Connector for HubSpotConnector {
         "hubspot"
     }
 
+    /// Upper bounds, so the rate limiter reserves what a job may really send: an
+    /// upsert is followed by one association call per target; a check-first create
+    /// searches up to twice (once more after `search_settle`) before creating; a revert
+    /// without a value reads the history first; an enrollment looks up the sender.
+    fn max_requests(&self, job: &ActionJob) -> u32 {
+        let activity = match job.action.as_str() {
+            "create_task" => Some(super::activity::Activity::Task),
+            "create_note" => Some(super::activity::Activity::Note),
+            "revert" if job.params.get("value").is_none_or(Json::is_null) => return 2,
+            "enroll_sequence" => return 2,
+            _ => None,
+        };
+        let Some(activity) = activity else {
+            return 1;
+        };
+        let targets = super::activity::targets(job, activity).map_or(1, |t| t.len() as u32);
+        match self.on_indeterminate(job) {
+            Repeat::Safe => 1 + targets,
+            Repeat::CheckFirst if job.after_indeterminate => 3,
+            _ => 1,
+        }
+    }
+
     fn on_indeterminate(&self, job: &ActionJob) -> Repeat {
         match job.action.as_str() {
             "create_task" | "create_note" => match &self.config.idempotency_property {
