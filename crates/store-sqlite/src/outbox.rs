@@ -392,7 +392,7 @@ pub(crate) fn replay_dead_letters(
         )
         .map_err(sql_error)?;
     let mut replayed = Vec::with_capacity(ids.len());
-    for &id in ids {
+    for (index, &id) in ids.iter().enumerate() {
         let seq: Option<i64> = mark
             .query_row(params![id, now.as_millis()], |row| row.get(0))
             .optional()
@@ -410,9 +410,11 @@ pub(crate) fn replay_dead_letters(
             )));
         }
         replayed.push(id);
-    }
-    for (entry, detail) in journal.iter().zip(details) {
-        insert_journal_with(connection, entry, detail)?;
+        // Only letters really replayed are journaled: a racing replay that lost writes
+        // nothing.
+        if let (Some(entry), Some(detail)) = (journal.get(index), details.get(index)) {
+            insert_journal_with(connection, entry, detail)?;
+        }
     }
     Ok(replayed)
 }

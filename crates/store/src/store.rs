@@ -146,8 +146,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Puts these dead letters' jobs back in the outbox (pending, due at `now`, attempts
     /// counted from zero, the next one checking first if the last was indeterminate),
-    /// marks them replayed, and appends `journal`, in one transaction. Ids that are
-    /// unknown or already replayed are skipped; returns the ids replayed.
+    /// marks them replayed, and appends `journal[i]` for each `ids[i]` replayed, in one
+    /// transaction. Ids that are unknown or already replayed are skipped (and their
+    /// journal entries with them); returns the ids replayed.
     async fn replay_dead_letters(
         &self,
         ids: &[i64],

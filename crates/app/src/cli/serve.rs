@@ -74,13 +74,14 @@ async fn wait_for_signal() {
 /// The HubSpot reader, if `connectors.hubspot.token` is set.
 pub fn crm_reader(config: &Validated) -> anyhow::Result<Option<Arc<dyn CrmReader>>> {
     let hubspot = &config.config.connectors.hubspot;
-    if secrecy::ExposeSecret::expose_secret(&hubspot.token).is_empty() {
+    let token = hubspot.token()?;
+    if secrecy::ExposeSecret::expose_secret(&token).is_empty() {
         tracing::warn!(
             "connectors.hubspot.token is empty: rules that read owners or linked objects will wait"
         );
         return Ok(None);
     }
     let timeout = std::time::Duration::from_millis(config.config.engine.fetch_timeout_ms);
-    let reader = HubSpotReader::new(&hubspot.base_url, hubspot.token.clone(), timeout)?;
+    let reader = HubSpotReader::new(&hubspot.base_url, token, timeout)?;
     Ok(Some(Arc::new(reader)))
 }

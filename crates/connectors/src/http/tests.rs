@@ -352,3 +352,25 @@ async fn buckets_are_per_host() {
         "http:api.example.com"
     );
 }
+
+#[tokio::test]
+async fn https_urls_are_spoken_with_tls() {
+    // A listener that accepts and hangs up: the TLS handshake fails. Without a TLS
+    // backend compiled in, the client would refuse the scheme before connecting.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        drop(socket);
+    });
+    let url = format!("https://127.0.0.1:{port}/hook");
+    let outcome = connector(&["127.0.0.1"]).execute(&job("GET", &url)).await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), accepted)
+        .await
+        .expect("the client connected")
+        .unwrap();
+    assert!(
+        matches!(outcome.class(), "retry" | "indeterminate"),
+        "a connection was made and the handshake failed: {outcome:?}"
+    );
+}

@@ -208,3 +208,113 @@ async fn a_refused_task_becomes_a_dead_letter_with_the_api_message_and_replays_o
     assert_eq!(app.hubspot.tasks().len(), 1);
     assert!(app.store.dead_letters(false).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn our_own_write_coming_back_updates_state_but_sets_off_no_rule() {
+    let app = spawn_app_with_rules(
+        &[example_rule("negotiation-needs-next-step.yaml")],
+        "[connectors.hubspot]\napp_id = \"54321\"\n",
+    )
+    .await;
+    let mut id = 0;
+    set(
+        &app,
+        &mut id,
+        "deal",
+        9005,
+        &[("dealname", "Echo"), ("dealstage", "proposal"), ("hubspot_owner_id", "42")],
+    )
+    .await;
+    app.settle().await;
+    app.clock.advance(Duration::from_secs(60));
+    // The same change a person would make, but made by our app (an `update` action).
+    let mut echo = property_change(
+        500,
+        "deal",
+        9005,
+        app.clock.now().as_millis(),
+        "dealstage",
+        "negotiation",
+    );
+    echo["changeSource"] = json!("INTEGRATION");
+    echo["sourceId"] = json!("54321");
+    assert_eq!(
+        app.post_hubspot(&json!([echo]).to_string()).await.status(),
+        200
+    );
+    app.settle().await;
+
+    assert!(
+        app.store.outbox_for(&deal(9005)).await.unwrap().is_empty(),
+        "no rule ran on our own write"
+    );
+    let state = app.store.object(&deal(9005)).await.unwrap().unwrap();
+    assert_eq!(state.properties["dealstage"].value, "negotiation");
+    let journal = app.store.journal_for(&deal(9005)).await.unwrap();
+    let echo_row = journal
+        .iter()
+        .find(|e| e.detail["outcome"] == "echo_ignored")
+        .expect("the journal says why nothing ran");
+    assert!(echo_row.summary.contains("made by followthrough itself"));
+    assert!(!journal.iter().any(|e| e.detail["outcome"] == "matched"));
+}
+
+#[tokio::test]
+async fn after_fourteen_quiet_days_hubspot_sees_the_reassignment_task_enrollment_and_update() {
+    let app = spawn_app_with_rules(
+        &[example_rule("lead-gone-cold.yaml")],
+        "[connectors.hubspot.teams]\nhunters = [\"111\", \"222\"]\n",
+    )
+    .await;
+    for (id, first) in [("7", "Sam"), ("111", "Hana"), ("222", "Hugo")] {
+        app.hubspot.add_owner(FakeOwner {
+            id: id.into(),
+            email: format!("{}@example.com", first.to_lowercase()),
+            first_name: first.into(),
+            last_name: "Field".into(),
+            teams: vec![],
+        });
+    }
+    app.hubspot.add_sequence("long-term-nurture");
+    let mut id = 0;
+    for (contact_id, score) in [(601, "72"), (602, "12")] {
+        app.hubspot.set_object(
+            "contact",
+            &contact_id.to_string(),
+            props(&[("firstname", "Jo"), ("hubspot_owner_id", "7")]),
+        );
+        set(
+            &app,
+            &mut id,
+            "contact",
+            contact_id,
+            &[("firstname", "Jo"), ("lead_score", score), ("hubspot_owner_id", "7")],
+        )
+        .await;
+        set(&app, &mut id, "contact", contact_id, &[("notes_last_contacted", "1764324000000")])
+            .await;
+    }
+    app.settle().await;
+    app.advance(Duration::from_secs(14 * 24 * 3600)).await;
+
+    for contact_id in [601, 602] {
+        let jobs = delivered(&app, &contact(contact_id), 2).await;
+        assert!(jobs.iter().all(|j| j.status == JobStatus::Done), "{jobs:#?}");
+    }
+    // The hot lead: to the first hunter in the rotation, with a task to re-engage.
+    assert_eq!(app.hubspot.object("contact", "601").unwrap()["hubspot_owner_id"], "111");
+    let tasks = app.hubspot.tasks();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].properties["hs_task_subject"], "Re-engage Jo");
+    assert_eq!(tasks[0].associations[0].id, "601");
+    // The cold one: into the nurture sequence (sent as its owner) and hibernating.
+    let enrollments = app.hubspot.enrollments();
+    assert_eq!(enrollments.len(), 1);
+    assert_eq!(enrollments[0].contact_id, "602");
+    assert_eq!(enrollments[0].sequence_id, "long-term-nurture");
+    assert_eq!(enrollments[0].sender_email, "sam@example.com");
+    assert_eq!(
+        app.hubspot.object("contact", "602").unwrap()["hs_lead_status"],
+        "hibernating"
+    );
+}
