@@ -88,10 +88,10 @@ impl Compiler<'_> {
                 .as_ref()
                 .map(|s| s.value.clone())
                 .unwrap_or_else(|| "round_robin".into());
-            if strategy != "round_robin" {
+            if !matches!(strategy.as_str(), "round_robin" | "least_loaded") {
                 self.sink.error(
                     pos(v.strategy.as_ref().unwrap()),
-                    format!("unknown strategy `{strategy}`, expected round_robin"),
+                    format!("unknown strategy `{strategy}`, expected round_robin or least_loaded"),
                 );
             }
             let owner = v.owner.as_ref().map(|o| self.text(o));

@@ -41,8 +41,14 @@ pub(super) async fn perform(
         return finish(parts, &claimed, AttemptResult::Dead(reason), Vec::new()).await;
     }
     if let Err(failure) = super::assign::resolve(parts, lane, &mut job).await? {
-        let reason = dead_reason("terminal", &failure);
+        // The CRM answered the load search with something worth retrying (a 429, a
+        // 503): the job waits like any retry; anything else is the job's fault.
         let now = parts.clock.now();
+        if failure.status.is_some_and(|s| s == 429 || s >= 500) {
+            let result = decide(parts, lane, &claimed, &job, &Outcome::Retry(failure), now);
+            return finish(parts, &claimed, result, Vec::new()).await;
+        }
+        let reason = dead_reason("terminal", &failure);
         let journal = vec![record::dead_lettered(now, &claimed, &reason)];
         return finish(parts, &claimed, AttemptResult::Dead(reason), journal).await;
     }

@@ -40,6 +40,7 @@ pub fn build(
     };
 
     let hubspot = &connectors.hubspot;
+    let mut teams = Teams::new(hubspot.teams.clone());
     let token = hubspot.token()?;
     if token.expose_secret().is_empty() {
         tracing::warn!("connectors.hubspot.token is empty: HubSpot actions wait in the outbox");
@@ -56,7 +57,9 @@ pub fn build(
             },
             Arc::clone(&clock),
         )?;
-        add(Arc::new(connector), hubspot.pace());
+        let connector = Arc::new(connector);
+        teams.loads = Some(Arc::clone(&connector));
+        add(connector, hubspot.pace());
     }
 
     let slack = &connectors.slack;
@@ -96,7 +99,7 @@ pub fn build(
         lanes,
         policy: outbox.retry_policy(),
         limiter: RateLimiter::default(),
-        teams: Teams(hubspot.teams.clone()),
+        teams,
         lease: Duration::from_millis(outbox.lease_ms),
         claim_batch: outbox.claim_batch,
         poll: Duration::from_millis(outbox.poll_ms),

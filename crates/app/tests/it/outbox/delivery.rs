@@ -318,3 +318,49 @@ async fn after_fourteen_quiet_days_hubspot_sees_the_reassignment_task_enrollment
         "hibernating"
     );
 }
+
+#[tokio::test]
+async fn least_loaded_assignment_goes_to_the_owner_with_the_fewest_records() {
+    let rule = (
+        "spread-new-leads.yaml".to_owned(),
+        "id: spread-new-leads\non:\n  object: contact\n  event: created\nsteps:\n  - assign_owner: { team: closers, strategy: least_loaded }\n".to_owned(),
+    );
+    let app = spawn_app_with_rules(
+        &[rule],
+        "[connectors.hubspot.teams]\nclosers = [\"111\", \"222\"]\n",
+    )
+    .await;
+    for id in ["111", "222"] {
+        app.hubspot.add_owner(FakeOwner {
+            id: id.into(),
+            email: format!("closer{id}@example.com"),
+            ..FakeOwner::default()
+        });
+    }
+    // 111 owns two contacts, 222 one: the new lead goes to 222.
+    for (id, owner) in [("1", "111"), ("2", "111"), ("3", "222"), ("700", "")] {
+        app.hubspot
+            .set_object("contact", id, props(&[("hubspot_owner_id", owner)]));
+    }
+    let created = json!([{
+        "eventId": 1, "subscriptionId": 1, "portalId": 62515, "attemptNumber": 0,
+        "occurredAt": app.clock.now().as_millis(), "subscriptionType": "contact.creation",
+        "objectId": 700, "changeSource": "CRM_UI"
+    }]);
+    assert_eq!(app.post_hubspot(&created.to_string()).await.status(), 200);
+    app.settle().await;
+
+    let jobs = delivered(&app, &contact(700), 1).await;
+    assert_eq!(
+        jobs[0].status,
+        JobStatus::Done,
+        "{:#?}",
+        app.store.dead_letters(false).await.unwrap()
+    );
+    assert_eq!(
+        app.hubspot.object("contact", "700").unwrap()["hubspot_owner_id"],
+        "222"
+    );
+    let searches = app.hubspot.request_count("/crm/v3/objects/contacts/search");
+    assert_eq!(searches, 2, "one count per team member");
+}
