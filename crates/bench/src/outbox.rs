@@ -1,6 +1,6 @@
 //! The `outbox` scenario, in process: queue `count` `create_task` jobs in a SQLite store,
-//! then let the real outbox workers ([`Outbox::run_until_idle`], the same claim, call,
-//! record step `Outbox::run` loops over) perform them through the real HubSpot connector
+//! then let the real outbox workers ([`Outbox::run`], the loop `serve` runs: claim,
+//! call, record, lanes kept full) perform them through the real HubSpot connector
 //! against a local fake HubSpot that answers at once.
 //!
 //! The fake runs on the bench's own tokio runtime, so the process CPU time per action
@@ -133,11 +133,32 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let threads_before = proc::thread_cpu();
     let cpu_before = proc::process_cpu();
     let started = Instant::now();
-    // On a runtime worker, as `Outbox::run` spawns its lanes, not on the main thread
-    // that blocks on `main`.
-    let workers = outbox.clone();
-    let performed = tokio::spawn(async move { workers.run_until_idle().await }).await??;
+    // The loop `serve` runs: lanes kept full, claiming as slots free. Done when the
+    // store says every job is.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let workers = tokio::spawn(
+        outbox
+            .clone()
+            .run(Arc::new(tokio::sync::Notify::new()), stop.clone()),
+    );
+    let watcher = rusqlite::Connection::open_with_flags(
+        &db_path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let performed = loop {
+        let done: i64 = watcher.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE status <> 'pending'",
+            [],
+            |row| row.get(0),
+        )?;
+        if done >= options.count as i64 {
+            break done as usize;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     let wall = started.elapsed();
+    stop.cancel();
+    workers.await?;
     let cpu = proc::process_cpu().saturating_sub(cpu_before);
     let threads = proc::thread_cpu_delta(&threads_before, &proc::thread_cpu());
     let peak_rss_kib = proc::status_kib("VmHWM:");

@@ -70,7 +70,10 @@ impl RateLimiter {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let sent = buckets.entry(bucket.to_owned()).or_default();
                 let now = Instant::now();
-                while sent.front().is_some_and(|at| now.duration_since(*at) >= window) {
+                while sent
+                    .front()
+                    .is_some_and(|at| now.duration_since(*at) >= window)
+                {
                     sent.pop_front();
                 }
                 if sent.len() + cost <= limit.max as usize {

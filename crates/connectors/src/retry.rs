@@ -75,10 +75,7 @@ impl RetryPolicy {
     /// `retry_after`. `unit` is a random number in `[0, 1)`.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
         let exponent = attempt.saturating_sub(1).min(30);
-        let backoff = self
-            .base
-            .saturating_mul(1u32 << exponent)
-            .min(self.cap);
+        let backoff = self.base.saturating_mul(1u32 << exponent).min(self.cap);
         let half = backoff / 2;
         let jittered = half + half.mul_f64(unit.clamp(0.0, 1.0));
         jittered.max(retry_after.unwrap_or_default())
@@ -176,7 +173,10 @@ mod tests {
         let now = Timestamp::from_millis(1_790_000_000_000);
         let s = RetryAfterUnit::Seconds;
         assert_eq!(parse_retry_after("3", s, now), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(" 1.5 ", s, now), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_retry_after(" 1.5 ", s, now),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(
             parse_retry_after("2500", RetryAfterUnit::Millis, now),
             Some(Duration::from_millis(2500))

@@ -95,7 +95,12 @@ fn pace(concurrency: usize, rate_limit: u32, window_ms: u64, timeout_ms: u64) ->
 
 impl HubSpotConnectorConfig {
     pub fn pace(&self) -> Pace {
-        pace(self.concurrency, self.rate_limit, self.rate_limit_window_ms, self.timeout_ms)
+        pace(
+            self.concurrency,
+            self.rate_limit,
+            self.rate_limit_window_ms,
+            self.timeout_ms,
+        )
     }
 
     /// The token, from `token_file` when it is set.
@@ -107,7 +112,12 @@ impl HubSpotConnectorConfig {
 
 impl SlackConnectorConfig {
     pub fn pace(&self) -> Pace {
-        pace(self.concurrency, self.rate_limit, self.rate_limit_window_ms, self.timeout_ms)
+        pace(
+            self.concurrency,
+            self.rate_limit,
+            self.rate_limit_window_ms,
+            self.timeout_ms,
+        )
     }
 
     pub fn token(&self) -> Result<SecretString, ConfigError> {
@@ -118,7 +128,12 @@ impl SlackConnectorConfig {
 
 impl PipedriveConnectorConfig {
     pub fn pace(&self) -> Pace {
-        pace(self.concurrency, self.rate_limit, self.rate_limit_window_ms, self.timeout_ms)
+        pace(
+            self.concurrency,
+            self.rate_limit,
+            self.rate_limit_window_ms,
+            self.timeout_ms,
+        )
     }
 
     pub fn token(&self) -> Result<SecretString, ConfigError> {
@@ -129,7 +144,12 @@ impl PipedriveConnectorConfig {
 
 impl HttpConnectorConfig {
     pub fn pace(&self) -> Pace {
-        pace(self.concurrency, self.rate_limit, self.rate_limit_window_ms, self.timeout_ms)
+        pace(
+            self.concurrency,
+            self.rate_limit,
+            self.rate_limit_window_ms,
+            self.timeout_ms,
+        )
     }
 }
 
@@ -188,14 +208,18 @@ impl OutboxConfig {
             if pace.concurrency == 0 || pace.limit.max == 0 || pace.limit.per.is_zero() {
                 return Err(invalid(
                     "outbox",
-                    format!("{section}: concurrency, rate_limit and rate_limit_window_ms must be more than 0"),
+                    format!(
+                        "{section}: concurrency, rate_limit and rate_limit_window_ms must be more than 0"
+                    ),
                 ));
             }
             // Two calls (a check, then the create) must fit in one lease, with room.
             if u128::from(self.lease_ms) < 3 * pace.timeout.as_millis() {
                 return Err(invalid(
                     "outbox.lease_ms",
-                    format!("must be at least 3 x {section}.timeout_ms, so a call in flight is never repeated by another worker"),
+                    format!(
+                        "must be at least 3 x {section}.timeout_ms, so a call in flight is never repeated by another worker"
+                    ),
                 ));
             }
         }
@@ -208,7 +232,9 @@ impl OutboxConfig {
             }
         }
         for (channel, url) in &connectors.slack.webhooks {
-            if !url.expose_secret().starts_with("https://") && !url.expose_secret().starts_with("http://") {
+            if !url.expose_secret().starts_with("https://")
+                && !url.expose_secret().starts_with("http://")
+            {
                 return Err(invalid(
                     "connectors.slack.webhooks",
                     format!("the webhook of `{channel}` is not an http(s) URL"),

@@ -41,7 +41,12 @@ pub(super) async fn resolve(
     if job.action != "assign_owner" || job.params.get("owner_id").is_some() {
         return Ok(Ok(()));
     }
-    let Some(team) = job.params.get("team").and_then(Json::as_str).map(str::to_owned) else {
+    let Some(team) = job
+        .params
+        .get("team")
+        .and_then(Json::as_str)
+        .map(str::to_owned)
+    else {
         return Ok(Err(Failure::new(
             None,
             "assign_owner names neither a team nor an owner",

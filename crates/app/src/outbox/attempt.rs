@@ -111,29 +111,33 @@ fn decide(
     outcome: &Outcome,
     now: Timestamp,
 ) -> AttemptResult {
-    let retry = |failure: &Failure, indeterminate: bool| {
-        match parts
-            .policy
-            .next(claimed.attempt, failure.retry_after, claimed.job.created_at, now)
-        {
-            Next::RetryAt(next_at) => AttemptResult::Retry {
-                next_at,
-                indeterminate,
-            },
-            Next::GiveUp(why) => {
-                let kind = if indeterminate { "indeterminate" } else { "exhausted" };
-                let mut reason = dead_reason(kind, failure);
-                reason.message = format!(
-                    "gave up after {} attempt(s){}: {}",
-                    claimed.attempt,
-                    match why {
-                        GiveUp::Attempts => "",
-                        GiveUp::Age => " (the job is too old to retry)",
-                    },
-                    failure.message
-                );
-                AttemptResult::Dead(reason)
-            }
+    let retry = |failure: &Failure, indeterminate: bool| match parts.policy.next(
+        claimed.attempt,
+        failure.retry_after,
+        claimed.job.created_at,
+        now,
+    ) {
+        Next::RetryAt(next_at) => AttemptResult::Retry {
+            next_at,
+            indeterminate,
+        },
+        Next::GiveUp(why) => {
+            let kind = if indeterminate {
+                "indeterminate"
+            } else {
+                "exhausted"
+            };
+            let mut reason = dead_reason(kind, failure);
+            reason.message = format!(
+                "gave up after {} attempt(s){}: {}",
+                claimed.attempt,
+                match why {
+                    GiveUp::Attempts => "",
+                    GiveUp::Age => " (the job is too old to retry)",
+                },
+                failure.message
+            );
+            AttemptResult::Dead(reason)
         }
     };
     match outcome {

@@ -82,7 +82,11 @@ impl Outbox {
 
     /// The connectors that have workers.
     pub fn connectors(&self) -> Vec<&'static str> {
-        self.parts.lanes.iter().map(|l| l.connector.name()).collect()
+        self.parts
+            .lanes
+            .iter()
+            .map(|l| l.connector.name())
+            .collect()
     }
 
     /// Claims one batch of `connector`'s due jobs and performs them (up to the lane's
@@ -177,22 +181,38 @@ impl Outbox {
     /// Keeps the lane full: whenever fewer than `concurrency` calls are in flight, it
     /// claims more, so one slow call never holds back the others (no batch waits for
     /// its slowest job).
-    async fn lane_loop(&self, connector: &'static str, wake: &Notify, shutdown: &CancellationToken) {
+    async fn lane_loop(
+        &self,
+        connector: &'static str,
+        wake: &Notify,
+        shutdown: &CancellationToken,
+    ) {
         let Some(lane) = self.lane(connector) else {
             return;
         };
-        let parts = &self.parts;
         let concurrency = lane.pace.concurrency.max(1);
         // Claim again once a quarter of the slots are free: a claim per finished job
         // would cost a write transaction per job.
         let low_water = concurrency - (concurrency / 4).max(1);
+        // All calls of the lane are polled by this one task: outcomes that come back
+        // together are recorded together, and the SQLite writer commits them as one
+        // group (spawning a task per call spreads them out, one fsync each).
         let mut in_flight = FuturesUnordered::new();
         loop {
             if !shutdown.is_cancelled() && in_flight.len() <= low_water {
-                match self.claim(lane, concurrency - in_flight.len()).await {
+                // Calls go on while the claim waits for the writer.
+                let claim = self.claim(lane, concurrency - in_flight.len());
+                tokio::pin!(claim);
+                let claimed = loop {
+                    tokio::select! {
+                        claimed = &mut claim => break claimed,
+                        Some(result) = in_flight.next() => log_outcome(connector, result),
+                    }
+                };
+                match claimed {
                     Ok(jobs) => {
                         for job in jobs {
-                            in_flight.push(attempt::perform(parts, lane, job));
+                            in_flight.push(attempt::perform(&self.parts, lane, job));
                         }
                     }
                     Err(error) => {
@@ -214,13 +234,9 @@ impl Outbox {
             }
             let room = in_flight.len() <= low_water && !shutdown.is_cancelled();
             tokio::select! {
-                Some(result) = in_flight.next() => {
-                    if let Err(error) = result {
-                        tracing::warn!(connector, %error, "outbox: recording an outcome failed; the lease will expire and the job be retried");
-                    }
-                }
+                Some(result) = in_flight.next() => log_outcome(connector, result),
                 () = wake.notified(), if room => {}
-                () = tokio::time::sleep(parts.poll.min(Duration::from_millis(100))), if room => {}
+                () = tokio::time::sleep(self.parts.poll.min(Duration::from_millis(100))), if room => {}
             }
         }
     }
@@ -234,5 +250,11 @@ impl Outbox {
             Ok(Some(at)) => at.since(now).clamp(Duration::from_millis(5), parts.poll),
             _ => parts.poll,
         }
+    }
+}
+
+fn log_outcome(connector: &str, result: Result<(), StoreError>) {
+    if let Err(error) = result {
+        tracing::warn!(connector, %error, "outbox: recording an outcome failed; the lease will expire and the job be retried");
     }
 }

@@ -171,7 +171,9 @@ fn scrub_phones(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < chars.len() {
-        if chars[i].is_ascii_digit() || (chars[i] == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        if chars[i].is_ascii_digit()
+            || (chars[i] == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             let start = i;
             let mut digits = 0;
             let mut end = i;
@@ -212,7 +214,10 @@ mod tests {
             "Property values were not valid: \"[email]\" is taken"
         );
         assert_eq!(scrub("call +1 (555) 010-9999 now"), "call [phone] now");
-        assert_eq!(scrub("error 404 after 3 tries, id 12345"), "error 404 after 3 tries, id 12345");
+        assert_eq!(
+            scrub("error 404 after 3 tries, id 12345"),
+            "error 404 after 3 tries, id 12345"
+        );
         assert_eq!(scrub("a@b"), "a@b");
         assert_eq!(scrub(&"x".repeat(900)).len(), 500);
     }

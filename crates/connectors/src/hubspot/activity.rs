@@ -273,7 +273,10 @@ impl HubSpotConnector {
 
 /// The job's object and any `associations` params (`hubspot:deal:9001`), each once,
 /// with the association type from the activity.
-pub(crate) fn targets(job: &ActionJob, activity: Activity) -> Result<Vec<(ObjectRef, u32)>, Outcome> {
+pub(crate) fn targets(
+    job: &ActionJob,
+    activity: Activity,
+) -> Result<Vec<(ObjectRef, u32)>, Outcome> {
     let mut objects = vec![job.object.clone()];
     let listed = job.params["associations"].as_array().into_iter().flatten();
     for name in listed.filter_map(Json::as_str) {

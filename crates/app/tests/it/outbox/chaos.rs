@@ -16,7 +16,9 @@ use followthrough_store_sqlite::SqliteStore;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{KEY_PROPERTY, contact_of, done, fake_hubspot, hubspot_outbox, key, now, queue_tasks, statuses};
+use super::{
+    KEY_PROPERTY, contact_of, done, fake_hubspot, hubspot_outbox, key, now, queue_tasks, statuses,
+};
 use crate::crash::{free_port, start_server_with, wait_ready};
 
 const ACTIONS: usize = 2_000;
@@ -70,18 +72,45 @@ async fn sigkill_during_chaos_loses_no_action_and_duplicates_none() {
     }
     hubspot.set_chaos(chaos());
     let env = [
-        ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__BASE_URL", hubspot.base_url()),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__BASE_URL",
+            hubspot.base_url(),
+        ),
         ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__TOKEN", hubspot.token()),
-        ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__IDEMPOTENCY_PROPERTY", KEY_PROPERTY.into()),
-        ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__IDEMPOTENCY_UPSERT", "true".into()),
-        ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__TIMEOUT_MS", "1000".into()),
-        ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__CONCURRENCY", "32".into()),
-        ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__RATE_LIMIT", RATE.to_string()),
-        ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__RATE_LIMIT_WINDOW_MS", "1000".into()),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__IDEMPOTENCY_PROPERTY",
+            KEY_PROPERTY.into(),
+        ),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__IDEMPOTENCY_UPSERT",
+            "true".into(),
+        ),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__TIMEOUT_MS",
+            "1000".into(),
+        ),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__CONCURRENCY",
+            "32".into(),
+        ),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__RATE_LIMIT",
+            RATE.to_string(),
+        ),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__RATE_LIMIT_WINDOW_MS",
+            "1000".into(),
+        ),
         ("FOLLOWTHROUGH__OUTBOX__LEASE_MS", "4000".into()),
         // The lease must outlast 3 timeouts of every connector.
-        ("FOLLOWTHROUGH__CONNECTORS__SLACK__TIMEOUT_MS", "1000".into()),
-        ("FOLLOWTHROUGH__CONNECTORS__PIPEDRIVE__TIMEOUT_MS", "1000".into()),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__SLACK__TIMEOUT_MS",
+            "1000".into(),
+        ),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__PIPEDRIVE__TIMEOUT_MS",
+            "1000".into(),
+        ),
         ("FOLLOWTHROUGH__CONNECTORS__HTTP__TIMEOUT_MS", "1000".into()),
         ("FOLLOWTHROUGH__OUTBOX__RETRY_BASE_MS", "200".into()),
         // Up to 40% of calls fail: without a low cap, the unluckiest jobs back off for
@@ -142,7 +171,15 @@ fn pending_jobs(db: &std::path::Path) -> Vec<(String, i64, i64, Option<i64>, i64
         .prepare("SELECT idempotency_key, attempts, next_at, lease_until, indeterminate FROM outbox WHERE status = 'pending' LIMIT 5")
         .unwrap();
     statement
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect()
@@ -153,11 +190,21 @@ fn assert_each_task_created_once(hubspot: &FakeHubSpot) {
     let mut by_key: HashMap<String, usize> = HashMap::new();
     for task in &tasks {
         *by_key
-            .entry(task.properties.get(KEY_PROPERTY).cloned().unwrap_or_default())
+            .entry(
+                task.properties
+                    .get(KEY_PROPERTY)
+                    .cloned()
+                    .unwrap_or_default(),
+            )
             .or_default() += 1;
     }
     for i in 0..ACTIONS {
-        assert_eq!(by_key.get(&key(i)), Some(&1), "task of {} created once", key(i));
+        assert_eq!(
+            by_key.get(&key(i)),
+            Some(&1),
+            "task of {} created once",
+            key(i)
+        );
     }
     assert_eq!(tasks.len(), ACTIONS, "no task without a key");
 }

@@ -91,7 +91,11 @@ async fn the_sql_task_reaches_hubspot_with_its_owner_and_contact_association() {
     assert!(task.properties["hs_task_body"].starts_with("Jo "));
     let association = &task.associations[0];
     assert_eq!(
-        (association.object_type.as_str(), association.id.as_str(), association.type_id),
+        (
+            association.object_type.as_str(),
+            association.id.as_str(),
+            association.type_id
+        ),
         ("contact", "501", 204)
     );
     // What was created is kept with the job and told in the journal.
@@ -99,15 +103,18 @@ async fn the_sql_task_reaches_hubspot_with_its_owner_and_contact_association() {
     crate::engine::assert_journal_has(
         &app,
         &contact(501),
-        &[("action", "queued"), ("attempt", "success"), ("action", "done")],
+        &[
+            ("action", "queued"),
+            ("attempt", "success"),
+            ("action", "done"),
+        ],
     )
     .await;
 }
 
 #[tokio::test]
 async fn the_negotiation_revert_reaches_hubspot_and_the_dm_reaches_the_owner_on_slack() {
-    let app =
-        spawn_app_with_rules(&[example_rule("negotiation-needs-next-step.yaml")], "").await;
+    let app = spawn_app_with_rules(&[example_rule("negotiation-needs-next-step.yaml")], "").await;
     app.hubspot.add_owner(FakeOwner {
         id: "42".into(),
         email: "rep@example.com".into(),
@@ -164,7 +171,10 @@ async fn the_negotiation_revert_reaches_hubspot_and_the_dm_reaches_the_owner_on_
     );
     let messages = app.slack.messages();
     assert_eq!(messages.len(), 1);
-    assert_eq!(messages[0].channel, "U0000042", "a DM to the owner's Slack user");
+    assert_eq!(
+        messages[0].channel, "U0000042",
+        "a DM to the owner's Slack user"
+    );
     assert_eq!(
         messages[0].text,
         "Deal Acme renewal moved to Negotiation but Next Step is empty. Update the record."
@@ -222,7 +232,11 @@ async fn our_own_write_coming_back_updates_state_but_sets_off_no_rule() {
         &mut id,
         "deal",
         9005,
-        &[("dealname", "Echo"), ("dealstage", "proposal"), ("hubspot_owner_id", "42")],
+        &[
+            ("dealname", "Echo"),
+            ("dealstage", "proposal"),
+            ("hubspot_owner_id", "42"),
+        ],
     )
     .await;
     app.settle().await;
@@ -288,21 +302,37 @@ async fn after_fourteen_quiet_days_hubspot_sees_the_reassignment_task_enrollment
             &mut id,
             "contact",
             contact_id,
-            &[("firstname", "Jo"), ("lead_score", score), ("hubspot_owner_id", "7")],
+            &[
+                ("firstname", "Jo"),
+                ("lead_score", score),
+                ("hubspot_owner_id", "7"),
+            ],
         )
         .await;
-        set(&app, &mut id, "contact", contact_id, &[("notes_last_contacted", "1764324000000")])
-            .await;
+        set(
+            &app,
+            &mut id,
+            "contact",
+            contact_id,
+            &[("notes_last_contacted", "1764324000000")],
+        )
+        .await;
     }
     app.settle().await;
     app.advance(Duration::from_secs(14 * 24 * 3600)).await;
 
     for contact_id in [601, 602] {
         let jobs = delivered(&app, &contact(contact_id), 2).await;
-        assert!(jobs.iter().all(|j| j.status == JobStatus::Done), "{jobs:#?}");
+        assert!(
+            jobs.iter().all(|j| j.status == JobStatus::Done),
+            "{jobs:#?}"
+        );
     }
     // The hot lead: to the first hunter in the rotation, with a task to re-engage.
-    assert_eq!(app.hubspot.object("contact", "601").unwrap()["hubspot_owner_id"], "111");
+    assert_eq!(
+        app.hubspot.object("contact", "601").unwrap()["hubspot_owner_id"],
+        "111"
+    );
     let tasks = app.hubspot.tasks();
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].properties["hs_task_subject"], "Re-engage Jo");
