@@ -22,13 +22,13 @@ use tower_http::trace::TraceLayer;
 
 use crate::api_error::{self, ApiError};
 use crate::config::Validated;
-use followthrough_connectors::CrmReader;
 use crate::engine::{Engine, EngineParts, Hydrator};
 use crate::ingest;
 use crate::ingest::hubspot::signature::SignaturePolicy;
 use crate::journal::Redactor;
 use crate::listener;
 use crate::rules_handle::{RulesHandle, spawn_sighup_reloader};
+use followthrough_connectors::CrmReader;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

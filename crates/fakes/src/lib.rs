@@ -10,8 +10,8 @@
 
 pub mod hubspot;
 pub mod pipedrive;
-pub mod slack;
 mod recorded;
+pub mod slack;
 
 pub use hubspot::{
     Chaos, Failure, FakeAssociation, FakeEnrollment, FakeHubSpot, FakeOwner, FakeRecord,

@@ -288,12 +288,7 @@ impl Store for SqliteStore {
 
     /// A rotation of size 0 is an error ([`StoreError::Backend`]): there is nobody to
     /// hand the turn to, and the caller must not have asked.
-    async fn next_in_rotation(
-        &self,
-        name: &str,
-        size: u32,
-        key: &str,
-    ) -> Result<u32, StoreError> {
+    async fn next_in_rotation(&self, name: &str, size: u32, key: &str) -> Result<u32, StoreError> {
         // Refused here as well as in the SQL function: a job that fails on the writer
         // thread makes its whole group roll back and run again one by one.
         if size == 0 {

@@ -474,7 +474,13 @@ mod tests {
         let store = SqliteStore::open(dir.path().join("r.db"), true).unwrap();
         let result = store.next_in_rotation("owners:empty", 0, "k").await;
         assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
-        assert_eq!(store.next_in_rotation("owners:empty", 2, "k").await.unwrap(), 0);
+        assert_eq!(
+            store
+                .next_in_rotation("owners:empty", 2, "k")
+                .await
+                .unwrap(),
+            0
+        );
         store.close().await.unwrap();
     }
 

@@ -361,7 +361,10 @@ pub enum AttemptResult {
     Done { result: Value },
     /// Try again at `next_at`. `indeterminate`: this attempt may have taken effect, so
     /// the next one must check first.
-    Retry { next_at: Timestamp, indeterminate: bool },
+    Retry {
+        next_at: Timestamp,
+        indeterminate: bool,
+    },
     /// Into the dead letters.
     Dead(DeadLetterReason),
 }

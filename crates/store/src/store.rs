@@ -4,8 +4,8 @@ use followthrough_core::{ObjectRef, RunId, Timestamp};
 
 use crate::model::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
-    JournalEntry, ObjectState, ObjectsView, OutboxEntry, PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord,
-    TimerRecord, UnitOfWork,
+    JournalEntry, ObjectState, ObjectsView, OutboxEntry, PendingEvent, PropertyHistoryEntry,
+    ReceivedEvent, RuleVersion, RunRecord, TimerRecord, UnitOfWork,
 };
 
 /// Why a store call failed. Callers at the HTTP edge answer these as an opaque 500 and
@@ -160,8 +160,7 @@ pub trait Store: Send + Sync + 'static {
     /// durably: round-robin assignment survives restarts and is shared by instances.
     /// The same `key` (a job's idempotency key) always gets the same turn, so a retried
     /// assignment goes to the same person. `size` 0 is an error.
-    async fn next_in_rotation(&self, name: &str, size: u32, key: &str)
-    -> Result<u32, StoreError>;
+    async fn next_in_rotation(&self, name: &str, size: u32, key: &str) -> Result<u32, StoreError>;
 
     /// The object's current state, or `None` if no event about it was ever applied.
     async fn object(&self, object: &ObjectRef) -> Result<Option<ObjectState>, StoreError>;

@@ -7,11 +7,11 @@ use followthrough_core::SystemClock;
 use followthrough_store_sqlite::SqliteStore;
 
 use crate::config::Validated;
-use followthrough_connectors::CrmReader;
-use followthrough_connectors::hubspot::HubSpotReader;
 use crate::rules_handle::{PidFile, RulesHandle};
 use crate::server;
 use crate::telemetry;
+use followthrough_connectors::CrmReader;
+use followthrough_connectors::hubspot::HubSpotReader;
 use followthrough_rules::print_diagnostics;
 
 pub fn run(config: Validated) -> anyhow::Result<ExitCode> {

@@ -93,65 +93,37 @@ fn pace(concurrency: usize, rate_limit: u32, window_ms: u64, timeout_ms: u64) ->
     }
 }
 
-impl HubSpotConnectorConfig {
-    pub fn pace(&self) -> Pace {
-        pace(
-            self.concurrency,
-            self.rate_limit,
-            self.rate_limit_window_ms,
-            self.timeout_ms,
-        )
-    }
-
-    /// The token, from `token_file` when it is set.
-    pub fn token(&self) -> Result<SecretString, ConfigError> {
-        resolve_secret(&self.token, &self.token_file)
-            .map_err(|message| invalid("connectors.hubspot.token_file", message))
-    }
+/// `pace()` for every connector section, and `token()` (from `token_file` when set)
+/// for those that have one: the same four keys mean the same thing in each.
+macro_rules! connector_settings {
+    ($section:literal, $config:ty) => {
+        impl $config {
+            pub fn pace(&self) -> Pace {
+                pace(
+                    self.concurrency,
+                    self.rate_limit,
+                    self.rate_limit_window_ms,
+                    self.timeout_ms,
+                )
+            }
+        }
+    };
+    ($section:literal, $config:ty, token) => {
+        connector_settings!($section, $config);
+        impl $config {
+            /// The token, from `token_file` when it is set.
+            pub fn token(&self) -> Result<SecretString, ConfigError> {
+                resolve_secret(&self.token, &self.token_file)
+                    .map_err(|message| invalid(concat!($section, ".token_file"), message))
+            }
+        }
+    };
 }
 
-impl SlackConnectorConfig {
-    pub fn pace(&self) -> Pace {
-        pace(
-            self.concurrency,
-            self.rate_limit,
-            self.rate_limit_window_ms,
-            self.timeout_ms,
-        )
-    }
-
-    pub fn token(&self) -> Result<SecretString, ConfigError> {
-        resolve_secret(&self.token, &self.token_file)
-            .map_err(|message| invalid("connectors.slack.token_file", message))
-    }
-}
-
-impl PipedriveConnectorConfig {
-    pub fn pace(&self) -> Pace {
-        pace(
-            self.concurrency,
-            self.rate_limit,
-            self.rate_limit_window_ms,
-            self.timeout_ms,
-        )
-    }
-
-    pub fn token(&self) -> Result<SecretString, ConfigError> {
-        resolve_secret(&self.token, &self.token_file)
-            .map_err(|message| invalid("connectors.pipedrive.token_file", message))
-    }
-}
-
-impl HttpConnectorConfig {
-    pub fn pace(&self) -> Pace {
-        pace(
-            self.concurrency,
-            self.rate_limit,
-            self.rate_limit_window_ms,
-            self.timeout_ms,
-        )
-    }
-}
+connector_settings!("connectors.hubspot", HubSpotConnectorConfig, token);
+connector_settings!("connectors.slack", SlackConnectorConfig, token);
+connector_settings!("connectors.pipedrive", PipedriveConnectorConfig, token);
+connector_settings!("connectors.http", HttpConnectorConfig);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,13 +171,29 @@ impl OutboxConfig {
             return Err(invalid("outbox.poll_ms", "must be more than 0"));
         }
         let paces = [
-            ("connectors.hubspot", connectors.hubspot.pace()),
-            ("connectors.slack", connectors.slack.pace()),
-            ("connectors.pipedrive", connectors.pipedrive.pace()),
-            ("connectors.http", connectors.http.pace()),
+            (
+                "connectors.hubspot",
+                connectors.hubspot.pace(),
+                connectors.hubspot.rate_limit,
+            ),
+            (
+                "connectors.slack",
+                connectors.slack.pace(),
+                connectors.slack.rate_limit,
+            ),
+            (
+                "connectors.pipedrive",
+                connectors.pipedrive.pace(),
+                connectors.pipedrive.rate_limit,
+            ),
+            (
+                "connectors.http",
+                connectors.http.pace(),
+                connectors.http.rate_limit,
+            ),
         ];
-        for (section, pace) in paces {
-            if pace.concurrency == 0 || pace.limit.max == 0 || pace.limit.per.is_zero() {
+        for (section, pace, rate_limit) in paces {
+            if pace.concurrency == 0 || rate_limit == 0 || pace.limit.per.is_zero() {
                 return Err(invalid(
                     "outbox",
                     format!(
@@ -242,5 +230,56 @@ impl OutboxConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn validate(layer: &str) -> Result<(), String> {
+        Config::from_defaults_and(&[layer])
+            .map_err(|e| e.to_string())?
+            .validate()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        validate("").unwrap();
+    }
+
+    #[test]
+    fn a_lease_shorter_than_three_calls_is_refused_naming_the_key() {
+        let error = validate("[outbox]\nlease_ms = 20000\n").unwrap_err();
+        assert!(error.contains("outbox.lease_ms"), "{error}");
+        assert!(error.contains("connectors.hubspot.timeout_ms"), "{error}");
+    }
+
+    #[test]
+    fn a_team_without_owners_and_a_zero_rate_are_refused() {
+        let error = validate("[connectors.hubspot.teams]\nhunters = []\n").unwrap_err();
+        assert!(error.contains("`hunters` has no owner ids"), "{error}");
+        let error = validate("[connectors.slack]\nrate_limit = 0\n").unwrap_err();
+        assert!(error.contains("connectors.slack"), "{error}");
+    }
+
+    #[test]
+    fn a_token_is_read_from_its_file_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hubspot-token");
+        std::fs::write(&file, "pat-na1-secret\n").unwrap();
+        let layer = format!(
+            "[connectors.hubspot]\ntoken_file = \"{}\"\n",
+            file.display()
+        );
+        let config = Config::from_defaults_and(&[&layer]).unwrap();
+        let token = config.connectors.hubspot.token().unwrap();
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&token),
+            "pat-na1-secret"
+        );
+        assert!(!format!("{config:?}").contains("pat-na1-secret"));
     }
 }

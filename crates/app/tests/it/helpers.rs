@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use followthrough::config::Config;
-use followthrough_connectors::CrmReader;
-use followthrough_connectors::hubspot::HubSpotReader;
 use followthrough::ingest::hubspot::signature::{SignedParts, sign_v3};
 use followthrough::rules_handle::RulesHandle;
 use followthrough::server::{self, RunningServer, Services};
+use followthrough_connectors::CrmReader;
+use followthrough_connectors::hubspot::HubSpotReader;
 use followthrough_core::{Clock, ManualClock, SystemClock};
 use followthrough_fakes::{FakeHubSpot, FakeSlack};
 use followthrough_store::Store;

@@ -468,16 +468,27 @@ pub async fn rotation_wraps_and_survives_reopening(
 ) {
     let mut turns = Vec::new();
     for job in ["a", "b", "c", "d"] {
-        turns.push(store.next_in_rotation("owners:farmers", 3, job).await.unwrap());
+        turns.push(
+            store
+                .next_in_rotation("owners:farmers", 3, job)
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(turns, vec![0, 1, 2, 0]);
     assert_eq!(
-        store.next_in_rotation("owners:farmers", 3, "b").await.unwrap(),
+        store
+            .next_in_rotation("owners:farmers", 3, "b")
+            .await
+            .unwrap(),
         1,
         "a job asking again (a retry) keeps its turn"
     );
     assert_eq!(
-        store.next_in_rotation("owners:hunters", 3, "job-2").await.unwrap(),
+        store
+            .next_in_rotation("owners:hunters", 3, "job-2")
+            .await
+            .unwrap(),
         0,
         "each rotation keeps its own place"
     );
@@ -486,12 +497,18 @@ pub async fn rotation_wraps_and_survives_reopening(
 
     let store = reopen();
     assert_eq!(
-        store.next_in_rotation("owners:farmers", 3, "job-3").await.unwrap(),
+        store
+            .next_in_rotation("owners:farmers", 3, "job-3")
+            .await
+            .unwrap(),
         1,
         "a restart goes on where the rotation was"
     );
     assert_eq!(
-        store.next_in_rotation("owners:hunters", 3, "job-4").await.unwrap(),
+        store
+            .next_in_rotation("owners:hunters", 3, "job-4")
+            .await
+            .unwrap(),
         1
     );
     store.close().await.unwrap();
