@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
-    JournalEntry, ObjectState, ObjectsView, OutboxEntry, PendingEvent, PropertyHistoryEntry,
-    ReceivedEvent, RuleVersion, RunRecord, Store, StoreError, TimerRecord, UnitOfWork,
+    JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
+    PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, Store, StoreError, TimerRecord,
+    UnitOfWork,
 };
 use rusqlite::Connection;
 
@@ -230,6 +231,13 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn job_by_key(&self, idempotency_key: &str) -> Result<Option<KeyedJob>, StoreError> {
+        let key = idempotency_key.to_owned();
+        self.readers
+            .read(move |connection| outbox::job_by_key(connection, &key))
+            .await
+    }
+
     async fn claim_jobs(
         &self,
         connector: &str,
@@ -288,12 +296,7 @@ impl Store for SqliteStore {
 
     /// A rotation of size 0 is an error ([`StoreError::Backend`]): there is nobody to
     /// hand the turn to, and the caller must not have asked.
-    async fn next_in_rotation(
-        &self,
-        name: &str,
-        size: u32,
-        key: &str,
-    ) -> Result<u32, StoreError> {
+    async fn next_in_rotation(&self, name: &str, size: u32, key: &str) -> Result<u32, StoreError> {
         // Refused here as well as in the SQL function: a job that fails on the writer
         // thread makes its whole group roll back and run again one by one.
         if size == 0 {

@@ -83,6 +83,9 @@ pub(super) fn done(at: Timestamp, a: &Attempted<'_>) -> JournalEntry {
         _ => "done".to_owned(),
     };
     let result = match a.result {
+        // A lookup's answer is data about a person, not ids of what was created: it
+        // stays with the job, out of the journal.
+        AttemptResult::Done { .. } if job.action == "lookup" => serde_json::Value::Null,
         AttemptResult::Done { result } => result.clone(),
         _ => serde_json::Value::Null,
     };
@@ -171,7 +174,9 @@ fn scrub_phones(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < chars.len() {
-        if chars[i].is_ascii_digit() || (chars[i] == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        if chars[i].is_ascii_digit()
+            || (chars[i] == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             let start = i;
             let mut digits = 0;
             let mut end = i;
@@ -212,7 +217,10 @@ mod tests {
             "Property values were not valid: \"[email]\" is taken"
         );
         assert_eq!(scrub("call +1 (555) 010-9999 now"), "call [phone] now");
-        assert_eq!(scrub("error 404 after 3 tries, id 12345"), "error 404 after 3 tries, id 12345");
+        assert_eq!(
+            scrub("error 404 after 3 tries, id 12345"),
+            "error 404 after 3 tries, id 12345"
+        );
         assert_eq!(scrub("a@b"), "a@b");
         assert_eq!(scrub(&"x".repeat(900)).len(), 500);
     }
