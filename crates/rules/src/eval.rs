@@ -174,6 +174,19 @@ pub fn cancel_run(state: &RunState, why: &str) -> Advance {
     Advance { state, decisions }
 }
 
+/// Fails an active run from outside the evaluator (its lookup could not be done): its
+/// pending timer is cancelled and it ends as failed, which says more than cancelled.
+pub fn fail_run(state: &RunState, why: &str) -> Advance {
+    let mut result = cancel_run(state, why);
+    result.state.status = RunStatus::Failed(why.to_owned());
+    if let Some(last) = result.decisions.last_mut() {
+        *last = Decision::Failed {
+            why: why.to_owned(),
+        };
+    }
+    result
+}
+
 /// Moves a run forward after `wake`, until it waits, completes or fails.
 pub fn advance(rule: &Rule, state: &RunState, wake: Wake, ctx: &EvalContext) -> Advance {
     let mut run = Runner {

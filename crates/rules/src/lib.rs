@@ -29,7 +29,7 @@ pub use diagnostic::{Diagnostic, Pos, print_diagnostics};
 pub use duration::{Calendar, CalendarError, Delay, DurationError};
 pub use eval::{
     RetriggerDecision, TriggerDecision, advance, cancel_run, evaluate_guard, evaluate_trigger,
-    on_retrigger,
+    fail_run, on_retrigger,
 };
 pub use expr::{
     Condition, ConditionError, EvalError, MAX_COMPREHENSION_NESTING, MAX_EXPRESSION_LEN,

@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
-    JournalEntry, ObjectState, ObjectsView, OutboxEntry, PendingEvent, PropertyHistoryEntry,
-    ReceivedEvent, RuleVersion, RunRecord, Store, StoreError, TimerRecord, UnitOfWork,
+    JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
+    PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, Store, StoreError, TimerRecord,
+    UnitOfWork,
 };
 use rusqlite::Connection;
 
@@ -227,6 +228,13 @@ impl Store for SqliteStore {
         let object = object.clone();
         self.readers
             .read(move |connection| outbox::outbox_for(connection, &object))
+            .await
+    }
+
+    async fn job_by_key(&self, idempotency_key: &str) -> Result<Option<KeyedJob>, StoreError> {
+        let key = idempotency_key.to_owned();
+        self.readers
+            .read(move |connection| outbox::job_by_key(connection, &key))
             .await
     }
 

@@ -9,12 +9,12 @@
 use followthrough_core::{ObjectRef, Timestamp};
 use followthrough_store::{
     AttemptRecord, AttemptResult, ClaimedJob, DeadLetter, DeadLetterReason, JobStatus,
-    JournalEntry, OutboxEntry, OutboxJob, StoreError,
+    JournalEntry, KeyedJob, OutboxEntry, OutboxJob, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::queries::insert_journal_with;
-use crate::runs::parse_run_id;
+use crate::runs::{insert_timers, parse_run_id};
 use crate::sql_error;
 
 /// The outbox columns [`job_row`] reads, in its order; queries alias the outbox as `o`.
@@ -98,6 +98,67 @@ pub(crate) fn outbox_for(
         })
     })
     .collect()
+}
+
+/// The job with idempotency key `?1`: [`JOB_COLUMNS`], status, attempts, result, then
+/// its newest dead letter's kind, message, last status and last response (if any).
+fn job_by_key_sql() -> String {
+    format!(
+        "SELECT {JOB_COLUMNS}, o.status, o.attempts, o.result_json,
+                d.kind, d.message, d.last_status, d.last_response
+         FROM outbox o
+         LEFT JOIN dead_letters d
+             ON d.id = (SELECT MAX(id) FROM dead_letters WHERE seq = o.seq)
+         WHERE o.idempotency_key = ?1"
+    )
+}
+
+/// The job with idempotency key `key`, with its newest dead letter's reason if dead.
+pub(crate) fn job_by_key(
+    connection: &Connection,
+    key: &str,
+) -> Result<Option<KeyedJob>, StoreError> {
+    let row = connection
+        .prepare_cached(&job_by_key_sql())
+        .map_err(sql_error)?
+        .query_row([key], |row| {
+            let reason = match row.get::<_, Option<String>>(13)? {
+                Some(kind) => Some(DeadLetterReason {
+                    kind,
+                    message: row.get(14)?,
+                    last_status: row.get(15)?,
+                    last_response: row.get(16)?,
+                }),
+                None => None,
+            };
+            Ok((
+                job_row(row, 0)?,
+                row.get::<_, String>(10)?,
+                row.get::<_, u32>(11)?,
+                row.get::<_, Option<String>>(12)?,
+                reason,
+            ))
+        })
+        .optional()
+        .map_err(sql_error)?;
+    let Some((job, status, attempts, result, reason)) = row else {
+        return Ok(None);
+    };
+    let (seq, job) = job?;
+    let status = parse_status(&status)?;
+    Ok(Some(KeyedJob {
+        entry: OutboxEntry {
+            seq,
+            job,
+            status,
+            attempts,
+            result: result
+                .map(|json| parse_json(&json, "outbox result"))
+                .transpose()?,
+        },
+        // A replayed job keeps its old letters; only a dead one has a reason now.
+        dead: reason.filter(|_| status == JobStatus::Dead),
+    }))
 }
 
 /// The claimable jobs of connector `?1` at `?2`, at most `?3`, in claim order: the
@@ -267,6 +328,7 @@ pub(crate) fn record_attempt(
     for (entry, detail) in record.journal.iter().zip(&prepared.details) {
         insert_journal_with(connection, entry, detail)?;
     }
+    insert_timers(connection, &record.timers)?;
     Ok(true)
 }
 
@@ -521,5 +583,10 @@ mod tests {
             super::JOB_COLUMNS
         ));
         assert!(by_object.contains("outbox_object"), "{by_object}");
+        let by_key = plan(&super::job_by_key_sql());
+        assert!(
+            !by_key.contains("SCAN"),
+            "one job, found by index: {by_key}"
+        );
     }
 }

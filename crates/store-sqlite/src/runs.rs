@@ -56,20 +56,7 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
             .execute(params![timer.run_id.as_str(), timer.due_at.as_millis()])
             .map_err(sql_error)?;
     }
-    let mut schedule = connection
-        .prepare_cached(
-            "INSERT INTO timers (run_id, due_at, kind) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        )
-        .map_err(sql_error)?;
-    for timer in &unit.timers_scheduled {
-        schedule
-            .execute(params![
-                timer.run_id.as_str(),
-                timer.due_at.as_millis(),
-                timer.kind
-            ])
-            .map_err(sql_error)?;
-    }
+    insert_timers(connection, &unit.timers_scheduled)?;
     let mut queue = connection
         .prepare_cached(
             "INSERT INTO outbox (idempotency_key, run_id, rule_id, action, connector, object,
@@ -143,6 +130,28 @@ pub(crate) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord, Store
             updated_at: Timestamp(updated_at),
         })
     })())
+}
+
+/// Schedules timers (the engine's, and those an outbox attempt records with its outcome).
+pub(crate) fn insert_timers(
+    connection: &Connection,
+    timers: &[TimerRecord],
+) -> Result<(), StoreError> {
+    let mut schedule = connection
+        .prepare_cached(
+            "INSERT INTO timers (run_id, due_at, kind) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )
+        .map_err(sql_error)?;
+    for timer in timers {
+        schedule
+            .execute(params![
+                timer.run_id.as_str(),
+                timer.due_at.as_millis(),
+                timer.kind
+            ])
+            .map_err(sql_error)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn due_timers(

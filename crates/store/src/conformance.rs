@@ -29,11 +29,13 @@ pub use engine::{
 
 pub use outbox::{
     a_claim_leases_a_job_until_the_lease_expires, a_dead_letter_is_replayed_once,
-    a_retry_hides_the_job_until_its_next_at, an_outcome_under_a_stale_lease_is_not_recorded,
+    a_job_found_by_key_says_why_it_died, a_retry_hides_the_job_until_its_next_at,
+    an_outcome_under_a_stale_lease_is_not_recorded,
     an_unrecorded_attempt_makes_later_ones_check_first,
     claims_take_only_their_connectors_jobs_oldest_first, concurrent_claims_never_share_a_job,
     done_and_dead_jobs_are_never_claimed_again,
     next_job_at_is_the_soonest_due_job_or_expiring_lease, rotation_wraps_and_survives_reopening,
+    timers_come_due_with_an_outcome_only_under_the_lease,
 };
 
 /// A `now` later than every test's events and deferrals.
@@ -68,6 +70,8 @@ macro_rules! conformance_tests {
             claims_take_only_their_connectors_jobs_oldest_first,
             concurrent_claims_never_share_a_job,
             next_job_at_is_the_soonest_due_job_or_expiring_lease,
+            timers_come_due_with_an_outcome_only_under_the_lease,
+            a_job_found_by_key_says_why_it_died,
         );
         $crate::conformance_tests!(@reopen $fresh, $reopen;
             rotation_wraps_and_survives_reopening,

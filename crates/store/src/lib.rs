@@ -16,8 +16,8 @@ pub mod conformance;
 pub use model::{
     AppendOutcome, AssociationSync, AssociationWrite, AttemptRecord, AttemptResult, CachedOwner,
     ClaimedJob, DeadLetter, DeadLetterReason, Deferral, DueTimer, InboxBatch, JobStatus,
-    JournalEntry, JournalKind, ObjectMark, ObjectState, ObjectsView, OutboxEntry, OutboxJob,
-    PendingEvent, PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, RuleVersion,
-    RunRecord, TimerRecord, UnitOfWork,
+    JournalEntry, JournalKind, KeyedJob, ObjectMark, ObjectState, ObjectsView, OutboxEntry,
+    OutboxJob, PendingEvent, PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent,
+    RuleVersion, RunRecord, TimerRecord, UnitOfWork,
 };
 pub use store::{Store, StoreError};

@@ -353,6 +353,9 @@ pub struct AttemptRecord {
     pub at: Timestamp,
     pub result: AttemptResult,
     pub journal: Vec<JournalEntry>,
+    /// Timers to schedule with the outcome: a `lookup` job's outcome wakes the run that
+    /// waits for it, through the same ordered, durable path as every other wake-up.
+    pub timers: Vec<TimerRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -367,6 +370,14 @@ pub enum AttemptResult {
     },
     /// Into the dead letters.
     Dead(DeadLetterReason),
+}
+
+/// An outbox job found by its idempotency key: where it stands and, if it is dead, why
+/// (from its newest dead letter).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyedJob {
+    pub entry: OutboxEntry,
+    pub dead: Option<DeadLetterReason>,
 }
 
 /// Why a job became a dead letter, and the last thing the API said.

@@ -4,8 +4,8 @@ use followthrough_core::{ObjectRef, RunId, Timestamp};
 
 use crate::model::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
-    JournalEntry, ObjectState, ObjectsView, OutboxEntry, PendingEvent, PropertyHistoryEntry,
-    ReceivedEvent, RuleVersion, RunRecord, TimerRecord, UnitOfWork,
+    JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
+    PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, TimerRecord, UnitOfWork,
 };
 
 /// Why a store call failed. Callers at the HTTP edge answer these as an opaque 500 and
@@ -118,6 +118,10 @@ pub trait Store: Send + Sync + 'static {
     /// Outbox jobs about an object (any status), in queue order.
     async fn outbox_for(&self, object: &ObjectRef) -> Result<Vec<OutboxEntry>, StoreError>;
 
+    /// The outbox job with this idempotency key (any status), with its newest dead
+    /// letter's reason when it is dead: how the engine learns a lookup's outcome.
+    async fn job_by_key(&self, idempotency_key: &str) -> Result<Option<KeyedJob>, StoreError>;
+
     /// Claims up to `limit` pending jobs of `connector` that are due at `now` and not
     /// leased (or whose lease expired), oldest `next_at` first, leasing them until
     /// `lease_until`. Each claim counts as an attempt.
@@ -129,10 +133,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ClaimedJob>, StoreError>;
 
-    /// Records an attempt's outcome and its journal rows, in one transaction, if the
-    /// job still carries `record.lease` (a lease that expired but was not claimed again
-    /// still counts). Returns `false`, recording nothing, when another worker has
-    /// claimed the job since.
+    /// Records an attempt's outcome, its journal rows and its timers, in one
+    /// transaction, if the job still carries `record.lease` (a lease that expired but was
+    /// not claimed again still counts). Returns `false`, recording nothing, when another
+    /// worker has claimed the job since.
     async fn record_attempt(&self, record: AttemptRecord) -> Result<bool, StoreError>;
 
     /// When `connector`'s soonest pending job is due or its soonest lease expires.

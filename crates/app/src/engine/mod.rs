@@ -23,9 +23,13 @@
 //! or the idle poll passes. Timers that came due while the service was down fire
 //! oldest first when it starts; one overdue by more than the catch-up limit is skipped,
 //! journaled, and its run cancelled with that reason.
+//!
+//! **Lookups.** A `lookup` step is an outbox job like an action; its outcome comes back
+//! as a `lookup` timer (see [`lookup`]), so the run resumes in order with its object.
 
 mod batch;
 mod hydrate;
+mod lookup;
 mod record;
 mod rule_versions;
 
@@ -356,6 +360,8 @@ impl Engine {
         )
         .await?;
 
+        let lookups = lookup::outcomes(store.as_ref(), &timers, &timer_states).await?;
+
         // Context the rules read, fetched if missing or stale.
         let needs = hydrate::needs(&rules, &view, &events, &timer_states);
         let owner_ids: Vec<String> = needs.owners.keys().cloned().collect();
@@ -437,6 +443,7 @@ impl Engine {
                 Loaded {
                     view,
                     owners: cached_owners,
+                    lookups,
                 },
                 &requested,
             )?;

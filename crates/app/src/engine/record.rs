@@ -285,8 +285,24 @@ pub fn lookup_waiting(at: Timestamp, state: &RunState, lookup: &LookupDecision) 
         at,
         &state.object,
         JournalKind::Run,
-        format!("run {} {} waits for a lookup", state.run_id, lookup.step),
+        format!(
+            "run {} {} waits for a lookup (queued to the outbox)",
+            state.run_id, lookup.step
+        ),
         json!({ "run_id": state.run_id, "rule_id": state.rule_id, "step": lookup.step, "outcome": "lookup", "into": lookup.into }),
+    )
+}
+
+/// A run's lookup job settled (`done` or `failed`); the value is not journaled, as it
+/// may be personal data the redactor does not know by name.
+pub fn lookup_settled(at: Timestamp, state: &RunState, outcome: &str) -> JournalEntry {
+    let step = state.cursor.to_string();
+    entry(
+        at,
+        &state.object,
+        JournalKind::Run,
+        format!("run {} {step}: lookup {outcome}", state.run_id),
+        json!({ "run_id": state.run_id, "rule_id": state.rule_id, "step": step, "outcome": format!("lookup_{outcome}") }),
     )
 }
 

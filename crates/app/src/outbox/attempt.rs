@@ -6,7 +6,9 @@ use std::time::Instant;
 use followthrough_connectors::retry::{GiveUp, Next};
 use followthrough_connectors::{ActionJob, Failure, Outcome, Repeat};
 use followthrough_core::Timestamp;
-use followthrough_store::{AttemptRecord, AttemptResult, ClaimedJob, DeadLetterReason, StoreError};
+use followthrough_store::{
+    AttemptRecord, AttemptResult, ClaimedJob, DeadLetterReason, StoreError, TimerRecord,
+};
 
 use super::record::{self, Attempted};
 use super::{Lane, OutboxParts};
@@ -176,14 +178,29 @@ async fn finish(
     result: AttemptResult,
     journal: Vec<followthrough_store::JournalEntry>,
 ) -> Result<(), StoreError> {
+    let now = parts.clock.now();
+    // The run waiting for a lookup wakes through a timer recorded with the outcome: the
+    // engine then reads the outcome in order with the object's other events and timers.
+    // A retry wakes nothing; the run waits on.
+    let settled = matches!(result, AttemptResult::Done { .. } | AttemptResult::Dead(_));
+    let timers = if claimed.job.action == "lookup" && settled {
+        vec![TimerRecord {
+            run_id: claimed.job.run_id.clone(),
+            due_at: now,
+            kind: "lookup".into(),
+        }]
+    } else {
+        Vec::new()
+    };
     let recorded = parts
         .store
         .record_attempt(AttemptRecord {
             seq: claimed.seq,
             lease: claimed.lease.clone(),
-            at: parts.clock.now(),
+            at: now,
             result,
             journal,
+            timers,
         })
         .await?;
     if !recorded {

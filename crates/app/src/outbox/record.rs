@@ -83,6 +83,9 @@ pub(super) fn done(at: Timestamp, a: &Attempted<'_>) -> JournalEntry {
         _ => "done".to_owned(),
     };
     let result = match a.result {
+        // A lookup's answer is data about a person, not ids of what was created: it
+        // stays with the job, out of the journal.
+        AttemptResult::Done { .. } if job.action == "lookup" => serde_json::Value::Null,
         AttemptResult::Done { result } => result.clone(),
         _ => serde_json::Value::Null,
     };

@@ -96,6 +96,7 @@ impl Setup {
                     ),
                 }),
                 journal: vec![],
+                timers: vec![],
             })
             .await
             .unwrap();

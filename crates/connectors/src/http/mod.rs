@@ -264,6 +264,9 @@ impl Connector for HttpConnector {
     /// GET, HEAD, PUT, DELETE and OPTIONS are idempotent by HTTP's definition; a POST
     /// or PATCH to an API we know nothing about may not be.
     fn on_indeterminate(&self, job: &ActionJob) -> Repeat {
+        if job.action == "lookup" {
+            return Repeat::Safe;
+        }
         let method = job.params["method"]
             .as_str()
             .unwrap_or("POST")
@@ -275,6 +278,9 @@ impl Connector for HttpConnector {
     }
 
     async fn execute(&self, job: &ActionJob) -> Outcome {
+        if job.action == "lookup" {
+            return self.lookup(job).await;
+        }
         let call = match parse_call(&job.params) {
             Ok(call) => call,
             Err(failure) => return Outcome::Terminal(failure),
@@ -292,6 +298,40 @@ impl Connector for HttpConnector {
             summary: format!("{} answered {}", call.what(), status.as_u16()),
             result: json!({"status": status.as_u16()}),
         })
+    }
+}
+
+impl HttpConnector {
+    /// A `lookup` step's GET (`{"url","headers","into"}`): the answer is kept as the
+    /// job's result, `{"value": <the JSON>}`, which the engine hands to the waiting run.
+    async fn lookup(&self, job: &ActionJob) -> Outcome {
+        let url = job.params["url"].as_str().unwrap_or_default();
+        let headers: BTreeMap<String, String> = job.params["headers"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| {
+                let text = match value {
+                    Json::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                (name.clone(), text)
+            })
+            .collect();
+        match self.get_json(url, &headers).await {
+            Ok(value) => {
+                let host = Url::parse(url)
+                    .ok()
+                    .and_then(|url| url.host_str().map(str::to_owned))
+                    .unwrap_or_default();
+                Outcome::Success(Success {
+                    status: Some(200),
+                    summary: format!("GET {host} answered with JSON"),
+                    result: json!({ "value": value }),
+                })
+            }
+            Err(failure) => failure.into_outcome(),
+        }
     }
 }
 

@@ -345,6 +345,34 @@ async fn get_json_reads_json_through_the_guard() {
 }
 
 #[tokio::test]
+async fn a_lookup_job_keeps_the_answer_as_its_value() {
+    let server = Server::start().await;
+    let http = connector(&["127.0.0.1"]);
+    let lookup = |url: String| ActionJob {
+        action: "lookup".into(),
+        params: json!({"url": url, "headers": {"x-api-key": "k1"}, "into": "plan"}),
+        ..job("GET", "")
+    };
+    let found = lookup(format!("{}/json", server.base));
+    assert_eq!(http.on_indeterminate(&found), Repeat::Safe);
+    let Outcome::Success(success) = http.execute(&found).await else {
+        panic!("the lookup succeeds");
+    };
+    assert_eq!(
+        success.result,
+        json!({"value": {"plan": "gold", "seats": 3}})
+    );
+    let missing = http
+        .execute(&lookup(format!("{}/status/404", server.base)))
+        .await;
+    assert_eq!(missing.class(), "terminal", "{missing:?}");
+    let (method, path, _, _) = server.seen.lock().unwrap()[0].clone();
+    assert_eq!((method.as_str(), path.as_str()), ("GET", "/status/404"));
+    let inward = http.execute(&lookup("http://10.0.0.1/x".into())).await;
+    assert_eq!(inward.class(), "terminal", "the guard holds: {inward:?}");
+}
+
+#[tokio::test]
 async fn buckets_are_per_host() {
     let http = connector(&[]);
     assert_eq!(

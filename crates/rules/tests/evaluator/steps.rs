@@ -154,6 +154,24 @@ fn lookup_waits_for_its_result_in_vars() {
             json!({"properties": {"seniority": "exec"}})
         )]
     );
+    assert_eq!(
+        lookup.step,
+        first.state.cursor.to_string(),
+        "the step it waits on"
+    );
+
+    let failed = fail_run(&first.state, "lookup failed: GET enrich.test answered 404");
+    assert_eq!(
+        failed.state.status,
+        RunStatus::Failed("lookup failed: GET enrich.test answered 404".into())
+    );
+    assert_eq!(failed.state.waiting, None);
+    assert_eq!(
+        failed.decisions,
+        vec![Decision::Failed {
+            why: "lookup failed: GET enrich.test answered 404".into()
+        }]
+    );
 }
 
 #[test]

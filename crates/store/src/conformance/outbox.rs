@@ -10,7 +10,7 @@ use serde_json::json;
 use super::contact;
 use crate::{
     AttemptRecord, AttemptResult, ClaimedJob, DeadLetterReason, JobStatus, JournalEntry,
-    JournalKind, OutboxJob, Store, UnitOfWork,
+    JournalKind, OutboxJob, Store, TimerRecord, UnitOfWork,
 };
 
 /// A job of `connector` about `object`, due at `next_at`.
@@ -82,6 +82,7 @@ async fn record(
             at: Timestamp(at),
             result,
             journal,
+            timers: vec![],
         })
         .await
         .unwrap()
@@ -242,6 +243,92 @@ pub async fn done_and_dead_jobs_are_never_claimed_again(store: Arc<dyn Store>) {
         .map(|entry| (entry.status, entry.attempts))
         .collect();
     assert_eq!(states, vec![(JobStatus::Done, 1), (JobStatus::Dead, 1)]);
+}
+
+pub async fn timers_come_due_with_an_outcome_only_under_the_lease(store: Arc<dyn Store>) {
+    let object = contact("68");
+    queue(store.as_ref(), vec![job("http", &object, 5)]).await;
+    let stale = claim_one(store.as_ref(), "http", 10, 20).await;
+    let current = claim_one(store.as_ref(), "http", 20, 40).await;
+    let wake = |due_at: i64, kind: &str| TimerRecord {
+        run_id: current.job.run_id.clone(),
+        due_at: Timestamp(due_at),
+        kind: kind.into(),
+    };
+    let with_timer = |claimed: &ClaimedJob, at: i64, timer: TimerRecord| AttemptRecord {
+        seq: claimed.seq,
+        lease: claimed.lease.clone(),
+        at: Timestamp(at),
+        result: AttemptResult::Done {
+            result: json!({ "value": 1 }),
+        },
+        journal: vec![],
+        timers: vec![timer],
+    };
+    let refused = with_timer(&stale, 25, wake(25, "stale"));
+    assert!(!store.record_attempt(refused).await.unwrap());
+    assert!(
+        store
+            .due_timers(Timestamp(1_000), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a refused outcome schedules nothing"
+    );
+    let recorded = with_timer(&current, 30, wake(30, "lookup"));
+    assert!(store.record_attempt(recorded).await.unwrap());
+    let due: Vec<TimerRecord> = store
+        .due_timers(Timestamp(1_000), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|due| due.timer)
+        .collect();
+    assert_eq!(due, vec![wake(30, "lookup")]);
+}
+
+pub async fn a_job_found_by_key_says_why_it_died(store: Arc<dyn Store>) {
+    let object = contact("69");
+    let queued = job("http", &object, 5);
+    queue(store.as_ref(), vec![queued.clone()]).await;
+    let found = store.job_by_key(&queued.idempotency_key).await.unwrap();
+    let found = found.expect("the job is found by its key");
+    assert_eq!(
+        (&found.entry.job, found.entry.status, &found.dead),
+        (&queued, JobStatus::Pending, &None)
+    );
+    assert_eq!(
+        store.job_by_key("run_unknown:steps[0]").await.unwrap(),
+        None
+    );
+
+    let claimed = claim_one(store.as_ref(), "http", 10, 20).await;
+    assert!(record(store.as_ref(), &claimed, 11, dead("terminal"), vec![]).await);
+    let found = store.job_by_key(&queued.idempotency_key).await.unwrap();
+    let found = found.unwrap();
+    assert_eq!(found.entry.status, JobStatus::Dead);
+    let AttemptResult::Dead(reason) = dead("terminal") else {
+        unreachable!()
+    };
+    assert_eq!(found.dead, Some(reason));
+
+    let letter = store.dead_letters(false).await.unwrap();
+    let ids: Vec<i64> = letter
+        .iter()
+        .filter(|l| l.job.idempotency_key == queued.idempotency_key)
+        .map(|l| l.id)
+        .collect();
+    store
+        .replay_dead_letters(&ids, Timestamp(50), vec![])
+        .await
+        .unwrap();
+    let found = store.job_by_key(&queued.idempotency_key).await.unwrap();
+    let found = found.unwrap();
+    assert_eq!(
+        (found.entry.status, &found.dead),
+        (JobStatus::Pending, &None),
+        "a replayed job is not dead, whatever its old letters say"
+    );
 }
 
 pub async fn a_dead_letter_is_replayed_once(store: Arc<dyn Store>) {

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use followthrough_core::{Event, EventKind, ObjectRef, RunId, Timestamp};
 use followthrough_rules::{
     Calendar, EvalContext, KeySpec, OnRetrigger, Owner, RetriggerDecision, Rule, RuleSet, RunState,
-    Subject, TriggerDecision, Wake, advance, cancel_run, evaluate_trigger, on_retrigger,
+    Subject, TriggerDecision, Wait, Wake, advance, cancel_run, evaluate_trigger, fail_run,
+    on_retrigger,
 };
 use followthrough_store::{
     CachedOwner, Deferral, ObjectsView, PendingEvent, RunRecord, StoreError, TimerRecord,
@@ -25,6 +26,7 @@ use followthrough_store::{
 };
 use serde_json::Value as Json;
 
+use super::lookup::{LOOKUP_TIMER, LookupOutcome};
 use super::record;
 
 mod objects;
@@ -46,6 +48,8 @@ pub type PinnedRule<'a> = dyn Fn(&str, &str) -> Option<Arc<Rule>> + 'a;
 pub struct Loaded {
     pub view: ObjectsView,
     pub owners: Vec<CachedOwner>,
+    /// Settled lookups of the runs the batch's `lookup` timers wake, by run id.
+    pub lookups: HashMap<String, LookupOutcome>,
 }
 
 /// Settings that shape decisions.
@@ -103,6 +107,7 @@ pub struct Batch<'a> {
     scheduled: BTreeSet<(String, Timestamp, String)>,
     cancelled: BTreeSet<(String, Timestamp)>,
     changes: u64,
+    lookups: HashMap<String, LookupOutcome>,
     unit: UnitOfWork,
 }
 
@@ -135,6 +140,7 @@ impl<'a> Batch<'a> {
             scheduled: BTreeSet::new(),
             cancelled: BTreeSet::new(),
             changes: 0,
+            lookups: HashMap::new(),
         };
         for state in loaded.view.objects {
             let props = state
@@ -161,6 +167,7 @@ impl<'a> Batch<'a> {
         for record in loaded.view.runs {
             batch.add_loaded_run(record)?;
         }
+        batch.lookups = loaded.lookups;
         Ok(batch)
     }
 
@@ -242,8 +249,25 @@ impl<'a> Batch<'a> {
             return;
         };
         let state = run.state.clone();
-        if !state.status.is_active() || state.timer() != Some(timer.due_at) {
+        let lookup = timer.kind == LOOKUP_TIMER;
+        // A lookup's wake-up has no time of its own to match: `Wait::Lookup` has none.
+        let current = if lookup {
+            state.waiting == Some(Wait::Lookup)
+        } else {
+            state.timer() == Some(timer.due_at)
+        };
+        if !state.status.is_active() || !current {
             // Stale: the run moved on (the timer's cancellation raced its firing).
+            return;
+        }
+        // A lookup timer with no settled job (a dead letter replayed after the timer was
+        // written) does nothing: the job's next outcome wakes the run again.
+        let settled = if lookup {
+            self.lookups.remove(&run_id)
+        } else {
+            None
+        };
+        if lookup && settled.is_none() {
             return;
         }
         let overdue = now.as_millis() - timer.due_at.as_millis();
@@ -272,14 +296,24 @@ impl<'a> Batch<'a> {
             .journal
             .push(record::timer_fired(now, &state, timer));
         let ctx = self.context(&state.object, None, BTreeMap::new(), now);
-        let result = advance(
-            &rule,
-            &state,
-            Wake::TimerFired {
-                due_at: timer.due_at,
-            },
-            &ctx,
-        );
+        let result = match settled {
+            None => {
+                let due_at = timer.due_at;
+                advance(&rule, &state, Wake::TimerFired { due_at }, &ctx)
+            }
+            Some(LookupOutcome::Value(value)) => {
+                self.unit
+                    .journal
+                    .push(record::lookup_settled(now, &state, "done"));
+                advance(&rule, &state, Wake::LookupResult(value), &ctx)
+            }
+            Some(LookupOutcome::Failed(why)) => {
+                self.unit
+                    .journal
+                    .push(record::lookup_settled(now, &state, "failed"));
+                fail_run(&state, &format!("lookup failed: {why}"))
+            }
+        };
         self.record(result);
     }
 

@@ -6,7 +6,7 @@ use followthrough_connectors::connector_for;
 use followthrough_core::{RunId, Timestamp};
 use followthrough_rules::{Advance, Decision, RunState};
 use followthrough_store::{OutboxJob, RunRecord, TimerRecord, UnitOfWork};
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 
 use super::super::record;
 use super::{Batch, Run};
@@ -80,10 +80,29 @@ impl Batch<'_> {
                     .unit
                     .journal
                     .push(record::action_skipped(now, &state, &action, &step, &why)),
-                Decision::Lookup(lookup) => self
-                    .unit
-                    .journal
-                    .push(record::lookup_waiting(now, &state, &lookup)),
+                Decision::Lookup(lookup) => {
+                    self.unit
+                        .journal
+                        .push(record::lookup_waiting(now, &state, &lookup));
+                    // The outbox performs it (the engine never calls an API); its outcome
+                    // comes back as a `lookup` timer. The key is the one `lookup::job_key`
+                    // finds again from the waiting run's cursor.
+                    self.unit.outbox.push(OutboxJob {
+                        idempotency_key: format!("{run_id}:{}", lookup.step),
+                        run_id: parsed_id.clone(),
+                        rule_id: state.rule_id.clone(),
+                        connector: connector_for("lookup", &state.object).to_owned(),
+                        action: "lookup".into(),
+                        object: state.object.clone(),
+                        params: json!({
+                            "url": lookup.url,
+                            "headers": lookup.headers,
+                            "into": lookup.into,
+                        }),
+                        created_at: now,
+                        next_at: now,
+                    });
+                }
                 Decision::Condition { step, trace } => self.unit.journal.push(record::condition(
                     now,
                     &state,

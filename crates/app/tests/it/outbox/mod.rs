@@ -1,9 +1,10 @@
 //! The outbox workers against the fake APIs: the scenarios' requests as HubSpot and
-//! Slack receive them, dead letters and replay, and each action exactly once under
-//! chaos and SIGKILL.
+//! Slack receive them, dead letters and replay, `lookup` steps through the HTTP
+//! connector, and each action exactly once under chaos and SIGKILL.
 
 mod chaos;
 mod delivery;
+mod lookup;
 
 use std::collections::BTreeMap;
 use std::path::Path;
