@@ -186,7 +186,12 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         own_source_ids: Arc::new(own_source_ids(&config)),
         outbox_wake: Arc::clone(&outbox_wake),
     });
-    let outbox = crate::outbox::lanes::build(&config, Arc::clone(&store), Arc::clone(&clock))?;
+    let outbox = crate::outbox::lanes::build(
+        &config,
+        Arc::clone(&store),
+        Arc::clone(&clock),
+        Arc::clone(&state.engine_wake),
+    )?;
     tracing::info!(connectors = ?outbox.connectors(), "outbox workers ready");
     let outbox_stop = CancellationToken::new();
     let outbox = tokio::spawn(outbox.run(outbox_wake, outbox_stop.clone()));

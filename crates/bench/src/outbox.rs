@@ -124,6 +124,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         lease: Duration::from_secs(60),
         claim_batch: options.claim_batch,
         poll: Duration::from_millis(500),
+        engine_wake: Arc::default(),
     });
 
     // Peak RSS of the run itself: VmHWM is reset to the current RSS first (if the

@@ -183,7 +183,8 @@ async fn finish(
     // engine then reads the outcome in order with the object's other events and timers.
     // A retry wakes nothing; the run waits on.
     let settled = matches!(result, AttemptResult::Done { .. } | AttemptResult::Dead(_));
-    let timers = if claimed.job.action == "lookup" && settled {
+    let wakes_run = claimed.job.action == "lookup" && settled;
+    let timers = if wakes_run {
         vec![TimerRecord {
             run_id: claimed.job.run_id.clone(),
             due_at: now,
@@ -203,6 +204,9 @@ async fn finish(
             timers,
         })
         .await?;
+    if recorded && wakes_run {
+        parts.engine_wake.notify_one();
+    }
     if !recorded {
         tracing::warn!(
             key = %claimed.job.idempotency_key,

@@ -25,6 +25,7 @@ pub fn build(
     config: &Validated,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    engine_wake: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<Outbox> {
     let connectors = &config.config.connectors;
     let outbox = &config.config.outbox;
@@ -103,5 +104,6 @@ pub fn build(
         lease: Duration::from_millis(outbox.lease_ms),
         claim_batch: outbox.claim_batch,
         poll: Duration::from_millis(outbox.poll_ms),
+        engine_wake,
     }))
 }

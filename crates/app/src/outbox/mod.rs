@@ -66,6 +66,9 @@ pub struct OutboxParts {
     pub lease: Duration,
     pub claim_batch: usize,
     pub poll: Duration,
+    /// Poked when an outcome woke a run (a lookup's), so the engine does not wait for
+    /// its next poll.
+    pub engine_wake: Arc<Notify>,
 }
 
 #[derive(Clone)]

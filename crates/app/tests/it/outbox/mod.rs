@@ -128,6 +128,7 @@ pub(super) fn hubspot_outbox(
         lease: Duration::from_secs(5),
         claim_batch: 128,
         poll: Duration::from_millis(50),
+        engine_wake: Arc::default(),
     })
 }
 
