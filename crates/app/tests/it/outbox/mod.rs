@@ -119,7 +119,7 @@ pub(super) fn hubspot_outbox(
         )],
         policy: RetryPolicy {
             base: Duration::from_millis(200),
-            cap: Duration::from_secs(5),
+            cap: Duration::from_secs(3),
             max_attempts: 50,
             max_age: Duration::from_secs(3600),
         },
