@@ -11,6 +11,7 @@
 pub mod hubspot;
 pub mod pipedrive;
 mod recorded;
+mod shared;
 pub mod slack;
 
 pub use hubspot::{

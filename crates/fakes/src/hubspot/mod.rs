@@ -48,15 +48,12 @@ mod write_tests;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-use crate::RecordedRequest;
 
 pub use chaos::Chaos;
 pub use inspect::{FakeAssociation, FakeEnrollment, FakeRecord};
@@ -71,6 +68,8 @@ pub struct FakeHubSpot {
 }
 
 impl FakeHubSpot {
+    crate::shared::request_log_methods!();
+
     /// Binds `127.0.0.1:0` and starts serving on the current tokio runtime.
     ///
     /// # Panics
@@ -80,7 +79,11 @@ impl FakeHubSpot {
             .await
             .expect("bind 127.0.0.1:0 for the fake HubSpot");
         let address = listener.local_addr().expect("local address of the fake");
-        let shared = Arc::new(Shared::new(new_token(), format!("http://{address}")));
+        let shared = Arc::new(Shared::new(
+            new_token(),
+            format!("http://{address}"),
+            state::State::new(),
+        ));
         let app = router(shared.clone());
         let server = tokio::spawn(async move {
             // Ends only when the handle aborts it.
@@ -149,11 +152,6 @@ impl FakeHubSpot {
         state.failures.extend(std::iter::repeat_n(failure, n));
     }
 
-    /// Every answer waits this long first (`Duration::ZERO` to stop).
-    pub fn set_delay(&self, delay: Duration) {
-        self.shared.state().delay = delay;
-    }
-
     /// Enforces HubSpot's rolling ten-second limit: past `max_per_10s` authenticated
     /// requests in the last ten seconds, answer 429 with the RATE_LIMIT body. Counted
     /// answers carry `X-HubSpot-RateLimit-Max`, `-Remaining` and `-Interval-Milliseconds`.
@@ -164,23 +162,6 @@ impl FakeHubSpot {
     /// Removes the rate limit (the default).
     pub fn clear_rate_limit(&self) {
         self.shared.state().set_rate_limit(None);
-    }
-
-    /// Every request received so far, oldest first.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.state().requests.clone()
-    }
-
-    /// How many received requests have a path starting with `path_prefix`.
-    pub fn request_count(&self, path_prefix: &str) -> usize {
-        let state = self.shared.state();
-        let matching = state.requests.iter();
-        matching.filter(|r| r.path.starts_with(path_prefix)).count()
-    }
-
-    /// Forgets the requests received so far.
-    pub fn reset_requests(&self) {
-        self.shared.state().requests.clear();
     }
 }
 

@@ -26,7 +26,6 @@ mod state;
 mod tests;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -35,8 +34,6 @@ use axum::routing::{patch, post};
 use serde_json::Value as Json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-use crate::RecordedRequest;
 
 pub use state::PipedriveFailure;
 use state::{Kind, Shared};
@@ -48,6 +45,8 @@ pub struct FakePipedrive {
 }
 
 impl FakePipedrive {
+    crate::shared::request_log_methods!();
+
     /// Binds `127.0.0.1:0` and starts serving on the current tokio runtime.
     ///
     /// # Panics
@@ -59,7 +58,11 @@ impl FakePipedrive {
         let address = listener.local_addr().expect("local address of the fake");
         // Pipedrive's API tokens are 40 hex digits.
         let token = crate::slack::random_hex(40);
-        let shared = Arc::new(Shared::new(token, format!("http://{address}")));
+        let shared = Arc::new(Shared::new(
+            token,
+            format!("http://{address}"),
+            state::State::new(),
+        ));
         let app = router(shared.clone());
         let server = tokio::spawn(async move {
             // Ends only when the handle aborts it.
@@ -114,28 +117,6 @@ impl FakePipedrive {
     pub fn fail_next(&self, n: usize, failure: PipedriveFailure) {
         let mut state = self.shared.state();
         state.failures.extend(std::iter::repeat_n(failure, n));
-    }
-
-    /// Every answer waits this long first (`Duration::ZERO` to stop).
-    pub fn set_delay(&self, delay: Duration) {
-        self.shared.state().delay = delay;
-    }
-
-    /// Every request received so far, oldest first.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.state().requests.clone()
-    }
-
-    /// How many received requests have a path starting with `path_prefix`.
-    pub fn request_count(&self, path_prefix: &str) -> usize {
-        let state = self.shared.state();
-        let matching = state.requests.iter();
-        matching.filter(|r| r.path.starts_with(path_prefix)).count()
-    }
-
-    /// Forgets the requests received so far.
-    pub fn reset_requests(&self) {
-        self.shared.state().requests.clear();
     }
 
     fn set(&self, kind: Kind, id: u64, fields: Json) {

@@ -2,7 +2,6 @@
 //! turn, behind one mutex that no handler holds across an `.await`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
@@ -82,7 +81,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             records: BTreeMap::new(),
             activities: Vec::new(),
@@ -101,26 +100,7 @@ impl State {
 }
 
 /// The fake's shared half: what the handlers and the test's handle both reach.
-pub(crate) struct Shared {
-    pub token: String,
-    pub base_url: String,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    pub(crate) fn new(token: String, base_url: String) -> Self {
-        Self {
-            token,
-            base_url,
-            state: Mutex::new(State::new()),
-        }
-    }
-
-    /// The state; a panic in another test thread must not hide this test's requests.
-    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+pub(crate) type Shared = crate::shared::Shared<State>;
 
 /// Now as API v1 writes times: `2024-05-01 09:30:00` (UTC).
 pub(crate) fn v1_now() -> String {

@@ -28,15 +28,12 @@ mod webhooks;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-use crate::RecordedRequest;
 
 use state::{Channel, Shared};
 pub use state::{ChannelRateLimit, PostedMessage, SlackChaos, SlackFailure};
@@ -48,6 +45,8 @@ pub struct FakeSlack {
 }
 
 impl FakeSlack {
+    crate::shared::request_log_methods!();
+
     /// Binds `127.0.0.1:0` and starts serving on the current tokio runtime.
     ///
     /// # Panics
@@ -58,7 +57,11 @@ impl FakeSlack {
             .expect("bind 127.0.0.1:0 for the fake Slack");
         let address = listener.local_addr().expect("local address of the fake");
         let token = format!("xoxb-{}", random_hex(24));
-        let shared = Arc::new(Shared::new(token, format!("http://{address}")));
+        let shared = Arc::new(Shared::new(
+            token,
+            format!("http://{address}"),
+            state::State::new(),
+        ));
         let app = router(shared.clone());
         let server = tokio::spawn(async move {
             // Ends only when the handle aborts it.
@@ -151,28 +154,6 @@ impl FakeSlack {
     /// is answered 429 with `Retry-After` (whole seconds) and nothing is posted.
     pub fn set_rate_limit(&self, limit: Option<ChannelRateLimit>) {
         self.shared.state().rate_limit = limit;
-    }
-
-    /// Every answer waits this long first (`Duration::ZERO` to stop).
-    pub fn set_delay(&self, delay: Duration) {
-        self.shared.state().delay = delay;
-    }
-
-    /// Every request received so far, oldest first.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.state().requests.clone()
-    }
-
-    /// How many received requests have a path starting with `path_prefix`.
-    pub fn request_count(&self, path_prefix: &str) -> usize {
-        let state = self.shared.state();
-        let matching = state.requests.iter();
-        matching.filter(|r| r.path.starts_with(path_prefix)).count()
-    }
-
-    /// Forgets the requests received so far (not the messages).
-    pub fn reset_requests(&self) {
-        self.shared.state().requests.clear();
     }
 
     fn insert_channel(&self, key: String, channel: Channel) {

@@ -3,7 +3,6 @@
 //! holds across an `.await`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -158,7 +157,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             users: BTreeMap::new(),
             channels: BTreeMap::new(),
@@ -245,23 +244,4 @@ impl State {
 }
 
 /// The fake's shared half: what the handlers and the test's handle both reach.
-pub(crate) struct Shared {
-    pub token: String,
-    pub base_url: String,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    pub(crate) fn new(token: String, base_url: String) -> Self {
-        Self {
-            token,
-            base_url,
-            state: Mutex::new(State::new()),
-        }
-    }
-
-    /// The state; a panic in another test thread must not hide this test's requests.
-    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+pub(crate) type Shared = crate::shared::Shared<State>;
