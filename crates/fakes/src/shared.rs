@@ -53,3 +53,27 @@ macro_rules! request_log_methods {
     };
 }
 pub(crate) use request_log_methods;
+
+/// Binds `127.0.0.1:0` and serves `router` over a new shared state on the current
+/// tokio runtime, until the returned task is aborted (the handle's `Drop`).
+///
+/// # Panics
+/// If no local port can be bound.
+pub(crate) async fn serve<S: Send + 'static>(
+    what: &str,
+    token: String,
+    state: S,
+    router: impl FnOnce(std::sync::Arc<Shared<S>>) -> axum::Router,
+) -> (std::sync::Arc<Shared<S>>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind 127.0.0.1:0 for the fake {what}: {e}"));
+    let address = listener.local_addr().expect("local address of the fake");
+    let shared = std::sync::Arc::new(Shared::new(token, format!("http://{address}"), state));
+    let app = router(shared.clone());
+    let server = tokio::spawn(async move {
+        // Ends only when the handle aborts it.
+        let _ = axum::serve(listener, app).await;
+    });
+    (shared, server)
+}

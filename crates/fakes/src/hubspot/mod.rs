@@ -52,7 +52,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, put};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use chaos::Chaos;
@@ -75,20 +74,8 @@ impl FakeHubSpot {
     /// # Panics
     /// If no local port can be bound.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0 for the fake HubSpot");
-        let address = listener.local_addr().expect("local address of the fake");
-        let shared = Arc::new(Shared::new(
-            new_token(),
-            format!("http://{address}"),
-            state::State::new(),
-        ));
-        let app = router(shared.clone());
-        let server = tokio::spawn(async move {
-            // Ends only when the handle aborts it.
-            let _ = axum::serve(listener, app).await;
-        });
+        let (shared, server) =
+            crate::shared::serve("HubSpot", new_token(), state::State::new(), router).await;
         Self { shared, server }
     }
 

@@ -32,7 +32,6 @@ use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{patch, post};
 use serde_json::Value as Json;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use state::PipedriveFailure;
@@ -52,22 +51,13 @@ impl FakePipedrive {
     /// # Panics
     /// If no local port can be bound.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0 for the fake Pipedrive");
-        let address = listener.local_addr().expect("local address of the fake");
-        // Pipedrive's API tokens are 40 hex digits.
-        let token = crate::slack::random_hex(40);
-        let shared = Arc::new(Shared::new(
-            token,
-            format!("http://{address}"),
+        let (shared, server) = crate::shared::serve(
+            "Pipedrive",
+            crate::slack::random_hex(40),
             state::State::new(),
-        ));
-        let app = router(shared.clone());
-        let server = tokio::spawn(async move {
-            // Ends only when the handle aborts it.
-            let _ = axum::serve(listener, app).await;
-        });
+            router,
+        )
+        .await;
         Self { shared, server }
     }
 

@@ -32,7 +32,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use state::{Channel, Shared};
@@ -52,21 +51,13 @@ impl FakeSlack {
     /// # Panics
     /// If no local port can be bound.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0 for the fake Slack");
-        let address = listener.local_addr().expect("local address of the fake");
-        let token = format!("xoxb-{}", random_hex(24));
-        let shared = Arc::new(Shared::new(
-            token,
-            format!("http://{address}"),
+        let (shared, server) = crate::shared::serve(
+            "Slack",
+            format!("xoxb-{}", random_hex(24)),
             state::State::new(),
-        ));
-        let app = router(shared.clone());
-        let server = tokio::spawn(async move {
-            // Ends only when the handle aborts it.
-            let _ = axum::serve(listener, app).await;
-        });
+            router,
+        )
+        .await;
         Self { shared, server }
     }
 
