@@ -146,7 +146,9 @@ fn decide(
         Outcome::Success(success) => AttemptResult::Done {
             result: success.result.clone(),
         },
-        Outcome::Retry(failure) => retry(failure, false),
+        // Once an attempt may have taken effect, every later one checks first until one
+        // succeeds: a check that was itself refused (a 429 on the search) proves nothing.
+        Outcome::Retry(failure) => retry(failure, claimed.after_indeterminate),
         Outcome::Terminal(failure) => AttemptResult::Dead(dead_reason("terminal", failure)),
         Outcome::Indeterminate(failure) => match lane.connector.on_indeterminate(job) {
             Repeat::Safe | Repeat::CheckFirst => retry(failure, true),

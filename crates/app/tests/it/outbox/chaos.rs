@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use followthrough_connectors::limit::Limit;
 use followthrough_core::{Clock, SystemClock};
+use followthrough_fakes::Failure;
 use followthrough_fakes::FakeHubSpot;
 use followthrough_fakes::hubspot::Chaos;
 use followthrough_store::Store;
@@ -17,7 +18,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    KEY_PROPERTY, contact_of, done, fake_hubspot, hubspot_outbox, key, now, queue_tasks, statuses,
+    KEY_PROPERTY, contact_of, done, fake_hubspot, hubspot_outbox, hubspot_outbox_with, key, now,
+    queue_tasks, statuses,
 };
 use crate::crash::{free_port, start_server_with, wait_ready};
 
@@ -274,4 +276,49 @@ async fn assert_no_retry_before_retry_after(hubspot: &FakeHubSpot, store: &dyn S
         }
     }
     assert!(checked > 100, "only {checked} Retry-After waits were seen");
+}
+
+/// The create's answer is lost, then the search that should tell whether it happened is
+/// itself refused (429): the attempt after that must still search, not create again.
+/// The key property here is not unique at HubSpot, so nothing else would stop a second
+/// task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_unknown_outcome_every_attempt_checks_first_even_if_a_check_was_refused() {
+    let hubspot = FakeHubSpot::start().await;
+    hubspot.set_object("contact", "0", std::collections::BTreeMap::new());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("check-first.db");
+    let store = Arc::new(SqliteStore::open(&db, true).unwrap());
+    queue_tasks(store.as_ref(), 1, now()).await;
+    hubspot.fail_next_with(1, Failure::applied_then_timeout(Duration::from_secs(2)));
+    hubspot.fail_next_with(1, Failure::status(429).retry_after("1"));
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let limit = Limit::new(100, Duration::from_secs(1));
+    let outbox = hubspot_outbox_with(&hubspot, store.clone(), clock, limit, false);
+    let stop = CancellationToken::new();
+    let workers = tokio::spawn(outbox.run(Arc::new(Notify::new()), stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done(&statuses(&db)) < 1 {
+        assert!(Instant::now() < deadline, "not done: {:?}", statuses(&db));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    workers.await.unwrap();
+
+    let creates = hubspot
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/crm/v3/objects/tasks")
+        .count();
+    assert_eq!(creates, 1, "created once, found by the search after that");
+    assert_eq!(
+        hubspot.count_with_property("task", KEY_PROPERTY, &key(0)),
+        1
+    );
+    let searches = hubspot.request_count("/crm/v3/objects/tasks/search");
+    assert!(
+        searches >= 2,
+        "the refused search was tried again ({searches})"
+    );
 }

@@ -91,6 +91,18 @@ pub(super) fn hubspot_outbox(
     clock: Arc<dyn Clock>,
     limit: Limit,
 ) -> Outbox {
+    hubspot_outbox_with(hubspot, store, clock, limit, true)
+}
+
+/// `upsert`: create through batch upsert by the key; otherwise create, and search for
+/// the key first after an unknown outcome.
+pub(super) fn hubspot_outbox_with(
+    hubspot: &FakeHubSpot,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    limit: Limit,
+    upsert: bool,
+) -> Outbox {
     let timeout = Duration::from_millis(1_000);
     let connector = HubSpotConnector::new(
         HubSpotConnectorConfig {
@@ -98,7 +110,7 @@ pub(super) fn hubspot_outbox(
             token: hubspot.token().into(),
             timeout,
             idempotency_property: Some(KEY_PROPERTY.into()),
-            idempotency_upsert: true,
+            idempotency_upsert: upsert,
             search_settle: Duration::from_millis(500),
         },
         Arc::clone(&clock),
