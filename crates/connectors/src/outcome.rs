@@ -113,8 +113,9 @@ pub enum Repeat {
     /// an upsert by the action key, adding to a list): retry as usual.
     Safe,
     /// Retry with [`ActionJob::after_indeterminate`] set: the connector first looks for
-    /// the effect (e.g. a search for the key) and creates only if it is not there. If it
-    /// still cannot tell, it answers `Indeterminate` again and the job is parked.
+    /// the effect (e.g. a search for the key) and creates only if it is not there. Every
+    /// later attempt checks too, until one succeeds (a check that was refused proves
+    /// nothing); if the attempts run out first, the job is parked (`indeterminate`).
     CheckFirst,
     /// There is no way to tell (a chat message, a POST to an unknown API): park the job
     /// for a person, never guess.
