@@ -1,0 +1,207 @@
+//! The inbox: appending a webhook's events once each, and reading what is pending.
+
+use followthrough_core::{Event, ObjectRef, Timestamp};
+use followthrough_store::{AppendOutcome, JournalEntry, PendingEvent, ReceivedEvent};
+use serde_json::Value;
+use sqlx::AssertSqlSafe;
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::error::Result;
+use crate::rows::{self, EVENT_COLUMNS, limit};
+
+/// A batch of events laid out as columns, JSON already serialized, so a retried
+/// transaction does not serialize again and one statement inserts them all.
+pub(crate) struct InboxRows {
+    id: Vec<String>,
+    source: Vec<String>,
+    dedup_key: Vec<String>,
+    object: Vec<String>,
+    kind: Vec<&'static str>,
+    occurred_at: Vec<i64>,
+    received_at: Vec<i64>,
+    json: Vec<String>,
+}
+
+impl InboxRows {
+    pub(crate) fn prepare(events: &[Event]) -> Result<Self> {
+        let mut rows = InboxRows {
+            id: Vec::with_capacity(events.len()),
+            source: Vec::with_capacity(events.len()),
+            dedup_key: Vec::with_capacity(events.len()),
+            object: Vec::with_capacity(events.len()),
+            kind: Vec::with_capacity(events.len()),
+            occurred_at: Vec::with_capacity(events.len()),
+            received_at: Vec::with_capacity(events.len()),
+            json: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            rows.id.push(event.id.to_string());
+            rows.source.push(event.source.clone());
+            rows.dedup_key.push(event.dedup_key.clone());
+            rows.object.push(event.object.to_string());
+            rows.kind.push(event.kind.name());
+            rows.occurred_at.push(event.occurred_at.as_millis());
+            rows.received_at.push(event.received_at.as_millis());
+            rows.json.push(rows::body_json(event)?);
+        }
+        Ok(rows)
+    }
+
+    fn len(&self) -> usize {
+        self.id.len()
+    }
+}
+
+/// Inserts the events the inbox does not hold yet, queues them as pending, and journals
+/// the request with its counts. The unique constraint on `(source, dedup_key)` decides
+/// what is a duplicate: a concurrent delivery of the same event waits for this one's
+/// commit and then inserts nothing.
+pub(crate) async fn append(
+    connection: &mut PgConnection,
+    rows: &InboxRows,
+    journal: &JournalEntry,
+) -> Result<AppendOutcome> {
+    let request_id = journal.detail.get("request_id").and_then(Value::as_str);
+    // ORDER BY ord: the identity hands out seq (arrival order) in the batch's order.
+    let inserted = sqlx::query(
+        "WITH batch AS (
+             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
+                                  $6::BIGINT[], $7::BIGINT[], $8::TEXT[])
+                 WITH ORDINALITY AS b (id, source, dedup_key, object, kind, occurred_at,
+                                       received_at, event_json, ord)
+         ), inserted AS (
+             INSERT INTO inbox (id, source, dedup_key, object, kind, occurred_at, received_at,
+                                request_id, event_json)
+             SELECT id, source, dedup_key, object, kind, occurred_at, received_at, $9, event_json
+             FROM batch ORDER BY ord
+             ON CONFLICT (source, dedup_key) DO NOTHING
+             RETURNING seq, occurred_at
+         )
+         INSERT INTO inbox_pending (occurred_at, seq) SELECT occurred_at, seq FROM inserted",
+    )
+    .bind(&rows.id)
+    .bind(&rows.source)
+    .bind(&rows.dedup_key)
+    .bind(&rows.object)
+    .bind(&rows.kind)
+    .bind(&rows.occurred_at)
+    .bind(&rows.received_at)
+    .bind(&rows.json)
+    .bind(request_id)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    let inserted = usize::try_from(inserted).unwrap_or(usize::MAX);
+    let outcome = AppendOutcome {
+        inserted,
+        duplicates: rows.len().saturating_sub(inserted),
+    };
+    let mut journal = journal.clone();
+    journal.summary = format!(
+        "{}: {} new, {} duplicate{}",
+        journal.summary,
+        outcome.inserted,
+        outcome.duplicates,
+        if outcome.duplicates == 1 { "" } else { "s" }
+    );
+    if let Value::Object(detail) = &mut journal.detail {
+        detail.insert("inserted".into(), outcome.inserted.into());
+        detail.insert("duplicates".into(), outcome.duplicates.into());
+    }
+    crate::journal::insert(connection, std::slice::from_ref(&journal)).await?;
+    Ok(outcome)
+}
+
+pub(crate) async fn pending_events(
+    pool: &PgPool,
+    now: Timestamp,
+    count: usize,
+) -> Result<Vec<PendingEvent>> {
+    // An object with an event deferred past `now` is skipped whole: its later events
+    // must not overtake the one that waits.
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT p.seq, COALESCE(d.deferrals, 0), {EVENT_COLUMNS} FROM inbox_pending p
+         JOIN inbox i ON i.seq = p.seq
+         LEFT JOIN inbox_deferred d ON d.seq = p.seq
+         WHERE NOT EXISTS (SELECT 1 FROM inbox_deferred w
+                           WHERE w.object = i.object AND w.not_before > $1)
+         ORDER BY p.occurred_at, p.seq LIMIT $2"
+    )))
+    .bind(now.as_millis())
+    .bind(limit(count))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PendingEvent {
+                seq: row.try_get(0)?,
+                deferrals: rows::count(row.try_get(1)?, "deferrals")?,
+                event: rows::event(row, 2)?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn pending_count(pool: &PgPool) -> Result<u64> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox_pending")
+        .fetch_one(pool)
+        .await?;
+    Ok(u64::try_from(count).unwrap_or_default())
+}
+
+pub(crate) async fn received_events(
+    pool: &PgPool,
+    object: &ObjectRef,
+) -> Result<Vec<ReceivedEvent>> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT i.request_id, a.applied_at, {EVENT_COLUMNS}
+         FROM inbox i LEFT JOIN inbox_applied a ON a.seq = i.seq
+         WHERE i.object = $1 ORDER BY i.seq"
+    )))
+    .bind(object.to_string())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ReceivedEvent {
+                request_id: row.try_get(0)?,
+                applied_at: row.try_get::<Option<i64>, _>(1)?.map(Timestamp),
+                event: rows::event(row, 2)?,
+            })
+        })
+        .collect()
+}
+
+/// Marks events applied: out of the pending queue, into the applied table, and their
+/// deferrals (if any) forgotten.
+pub(crate) async fn mark_applied(
+    connection: &mut PgConnection,
+    seqs: &[i64],
+    applied_at: Timestamp,
+) -> Result<()> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    // The pending table's key starts with occurred_at (the engine's reading order): the
+    // join finds each row's full key from the inbox.
+    sqlx::query(
+        "DELETE FROM inbox_pending p USING inbox i
+         WHERE i.seq = ANY($1) AND p.seq = i.seq AND p.occurred_at = i.occurred_at",
+    )
+    .bind(seqs)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(
+        "INSERT INTO inbox_applied (seq, applied_at) SELECT seq, $2 FROM UNNEST($1::BIGINT[]) AS s (seq)
+         ON CONFLICT (seq) DO NOTHING",
+    )
+    .bind(seqs)
+    .bind(applied_at.as_millis())
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query("DELETE FROM inbox_deferred WHERE seq = ANY($1)")
+        .bind(seqs)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
