@@ -10,6 +10,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# The PostgreSQL store's tests need a server on 127.0.0.1:5432 (database `test`, see
+# docs/postgres.md): start the machine's cluster if it is installed but not running.
+if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
+  echo "starting PostgreSQL..." >&2
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | tail -n 1)" main start
+fi
+
 # Benchmarks are not run here (their figures live in BENCHMARKS.md), but they must
 # still compile, or the next person to measure finds them broken.
 cargo check --workspace --benches --quiet

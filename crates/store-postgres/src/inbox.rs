@@ -62,18 +62,27 @@ pub(crate) async fn append(
     journal: &JournalEntry,
 ) -> Result<AppendOutcome> {
     let request_id = journal.detail.get("request_id").and_then(Value::as_str);
-    // ORDER BY ord: the identity hands out seq (arrival order) in the batch's order.
+    // Two deliveries of one webhook may list its events in different orders. Inserted in
+    // those orders, each would wait on a key the other holds and PostgreSQL would break
+    // the deadlock by failing one. So rows go in in key order, the order every writer
+    // uses, while their seq (arrival order) is drawn in the batch's order first: the
+    // sequence is read while the batch is scanned, and the volatile `nextval` keeps the
+    // CTE from being folded into the sorted INSERT. A duplicate's seq goes unused; seq
+    // orders arrivals and need not be dense.
     let inserted = sqlx::query(
         "WITH batch AS (
-             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
-                                  $6::BIGINT[], $7::BIGINT[], $8::TEXT[])
+             SELECT b.*, nextval(pg_get_serial_sequence('inbox', 'seq')) AS seq
+             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
+                         $6::BIGINT[], $7::BIGINT[], $8::TEXT[])
                  WITH ORDINALITY AS b (id, source, dedup_key, object, kind, occurred_at,
                                        received_at, event_json, ord)
          ), inserted AS (
-             INSERT INTO inbox (id, source, dedup_key, object, kind, occurred_at, received_at,
-                                request_id, event_json)
-             SELECT id, source, dedup_key, object, kind, occurred_at, received_at, $9, event_json
-             FROM batch ORDER BY ord
+             INSERT INTO inbox (seq, id, source, dedup_key, object, kind, occurred_at,
+                                received_at, request_id, event_json)
+             OVERRIDING SYSTEM VALUE
+             SELECT seq, id, source, dedup_key, object, kind, occurred_at, received_at, $9,
+                    event_json
+             FROM batch ORDER BY source, dedup_key, ord
              ON CONFLICT (source, dedup_key) DO NOTHING
              RETURNING seq, occurred_at
          )
