@@ -4,7 +4,7 @@
 use followthrough_core::Timestamp;
 use followthrough_store::{DeadLetter, DeadLetterReason, JournalEntry, StoreError};
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::{Result, corrupt};
 use crate::outbox::{JOB_COLUMNS, job, last_status};
@@ -39,10 +39,10 @@ pub(crate) async fn dead_letters(pool: &PgPool, include_replayed: bool) -> Resul
     } else {
         "WHERE d.replayed_at IS NULL"
     };
-    sqlx::query(AssertSqlSafe(format!(
+    sqlx::query(&format!(
         "{DEAD_LETTER_SELECT}, {JOB_COLUMNS}
          FROM dead_letters d JOIN outbox o ON o.seq = d.seq {filter} ORDER BY d.id"
-    )))
+    ))
     .fetch_all(pool)
     .await?
     .iter()
@@ -51,10 +51,10 @@ pub(crate) async fn dead_letters(pool: &PgPool, include_replayed: bool) -> Resul
 }
 
 pub(crate) async fn dead_letter(pool: &PgPool, id: i64) -> Result<Option<DeadLetter>> {
-    sqlx::query(AssertSqlSafe(format!(
+    sqlx::query(&format!(
         "{DEAD_LETTER_SELECT}, {JOB_COLUMNS}
          FROM dead_letters d JOIN outbox o ON o.seq = d.seq WHERE d.id = $1"
-    )))
+    ))
     .bind(id)
     .fetch_optional(pool)
     .await?

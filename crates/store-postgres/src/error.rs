@@ -33,8 +33,9 @@ pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// SQLSTATEs after which PostgreSQL has rolled the whole transaction back and running it
 /// again may succeed: `deadlock_detected` (two writers touched the same rows in opposite
-/// orders, e.g. two redeliveries of one webhook with their events reordered) and
-/// `serialization_failure`.
+/// orders: two units changing the same runs or links, or replays of the same letters,
+/// listed differently; the inbox and object upserts avoid it by writing in key order)
+/// and `serialization_failure`.
 const TRANSIENT: [&str; 2] = ["40P01", "40001"];
 
 /// How often a transaction that failed transiently is run again before the error is

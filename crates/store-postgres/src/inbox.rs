@@ -3,7 +3,6 @@
 use followthrough_core::{Event, ObjectRef, Timestamp};
 use followthrough_store::{AppendOutcome, JournalEntry, PendingEvent, ReceivedEvent};
 use serde_json::Value;
-use sqlx::AssertSqlSafe;
 use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::Result;
@@ -128,14 +127,14 @@ pub(crate) async fn pending_events(
 ) -> Result<Vec<PendingEvent>> {
     // An object with an event deferred past `now` is skipped whole: its later events
     // must not overtake the one that waits.
-    let rows = sqlx::query(AssertSqlSafe(format!(
+    let rows = sqlx::query(&format!(
         "SELECT p.seq, COALESCE(d.deferrals, 0), {EVENT_COLUMNS} FROM inbox_pending p
          JOIN inbox i ON i.seq = p.seq
          LEFT JOIN inbox_deferred d ON d.seq = p.seq
          WHERE NOT EXISTS (SELECT 1 FROM inbox_deferred w
                            WHERE w.object = i.object AND w.not_before > $1)
          ORDER BY p.occurred_at, p.seq LIMIT $2"
-    )))
+    ))
     .bind(now.as_millis())
     .bind(limit(count))
     .fetch_all(pool)
@@ -162,11 +161,11 @@ pub(crate) async fn received_events(
     pool: &PgPool,
     object: &ObjectRef,
 ) -> Result<Vec<ReceivedEvent>> {
-    let rows = sqlx::query(AssertSqlSafe(format!(
+    let rows = sqlx::query(&format!(
         "SELECT i.request_id, a.applied_at, {EVENT_COLUMNS}
          FROM inbox i LEFT JOIN inbox_applied a ON a.seq = i.seq
          WHERE i.object = $1 ORDER BY i.seq"
-    )))
+    ))
     .bind(object.to_string())
     .fetch_all(pool)
     .await?;

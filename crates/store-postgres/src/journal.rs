@@ -2,7 +2,6 @@
 
 use followthrough_core::ObjectRef;
 use followthrough_store::JournalEntry;
-use sqlx::AssertSqlSafe;
 use sqlx::{PgConnection, PgPool};
 
 use crate::error::Result;
@@ -44,9 +43,9 @@ pub(crate) async fn insert(connection: &mut PgConnection, entries: &[JournalEntr
 }
 
 pub(crate) async fn journal_for(pool: &PgPool, object: &ObjectRef) -> Result<Vec<JournalEntry>> {
-    sqlx::query(AssertSqlSafe(format!(
+    sqlx::query(&format!(
         "SELECT {JOURNAL_COLUMNS} FROM journal WHERE object = $1 ORDER BY seq"
-    )))
+    ))
     .bind(object.to_string())
     .fetch_all(pool)
     .await?
@@ -56,9 +55,9 @@ pub(crate) async fn journal_for(pool: &PgPool, object: &ObjectRef) -> Result<Vec
 }
 
 pub(crate) async fn recent_requests(pool: &PgPool, count: usize) -> Result<Vec<JournalEntry>> {
-    sqlx::query(AssertSqlSafe(format!(
+    sqlx::query(&format!(
         "SELECT {JOURNAL_COLUMNS} FROM journal WHERE object IS NULL ORDER BY seq DESC LIMIT $1"
-    )))
+    ))
     .bind(limit(count))
     .fetch_all(pool)
     .await?

@@ -8,8 +8,7 @@
 //! in different schemas of one database (and parallel tests) do not wait for each other.
 
 use followthrough_store::StoreError;
-use sqlx::AssertSqlSafe;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, Executor, PgConnection};
 
 use crate::error::Result;
 
@@ -57,12 +56,8 @@ pub(crate) async fn apply(connection: &mut PgConnection, schema: Option<&str>) -
 
 async fn apply_locked(connection: &mut PgConnection, schema: Option<&str>) -> Result<i64> {
     if let Some(schema) = schema {
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE SCHEMA IF NOT EXISTS {}",
-            quote_ident(schema)
-        )))
-        .execute(&mut *connection)
-        .await?;
+        let create = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
+        sqlx::query(&create).execute(&mut *connection).await?;
     }
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -82,27 +77,44 @@ async fn apply_locked(connection: &mut PgConnection, schema: Option<&str>) -> Re
         .into());
     }
     let mut version = found;
-    for (number, name, sql) in MIGRATIONS.iter().filter(|(number, ..)| *number > found) {
+    for (number, name, sql) in MIGRATIONS {
+        if *number <= found {
+            continue;
+        }
+        // DDL is transactional in PostgreSQL: a failed migration leaves nothing behind.
         let mut transaction = connection.begin().await?;
-        // A migration file holds many statements: the simple query protocol runs them
-        // all in one round trip (and binds nothing, which they do not need).
-        sqlx::raw_sql(*sql)
-            .execute(&mut *transaction)
-            .await
-            .map_err(|e| StoreError::Backend(format!("migration {number} ({name}) failed: {e}")))?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, name, applied_at)
-             VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT)",
-        )
-        .bind(number)
-        .bind(name)
-        .execute(&mut *transaction)
-        .await?;
+        run_migration(&mut transaction, *number, name, sql).await?;
         transaction.commit().await?;
         tracing::info!(version = number, name, "applied migration");
         version = *number;
     }
     Ok(version)
+}
+
+/// One migration's SQL and its row in `schema_migrations`, in the caller's transaction.
+async fn run_migration(
+    connection: &mut PgConnection,
+    number: i64,
+    name: &str,
+    sql: &'static str,
+) -> Result<()> {
+    // A migration file holds many statements. Executed as a plain string, with no
+    // arguments, sqlx sends it over the simple query protocol, which runs them all in
+    // one round trip. (`sqlx::raw_sql` does the same, but its future is not `Send` for
+    // every lifetime, so `connect` could not run in a spawned task.)
+    connection
+        .execute(sql)
+        .await
+        .map_err(|e| StoreError::Backend(format!("migration {number} ({name}) failed: {e}")))?;
+    sqlx::query(
+        "INSERT INTO schema_migrations (version, name, applied_at)
+         VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT)",
+    )
+    .bind(number)
+    .bind(name)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }
 
 /// The advisory lock key for migrating `schema`: FNV-1a of a fixed prefix and the name,

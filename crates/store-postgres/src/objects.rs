@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use followthrough_core::{ObjectRef, Timestamp};
 use followthrough_store::{ObjectState, ObjectsView, PropertyHistoryEntry, PropertyState};
-use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
@@ -128,10 +127,10 @@ pub(crate) async fn load_objects(pool: &PgPool, objects: &[ObjectRef]) -> Result
     }
     view.objects = states.into_values().collect();
 
-    view.runs = sqlx::query(AssertSqlSafe(format!(
+    view.runs = sqlx::query(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE object = ANY($1) AND {ACTIVE}
          ORDER BY created_at, run_id"
-    )))
+    ))
     .bind(&names)
     .fetch_all(&mut *read)
     .await?

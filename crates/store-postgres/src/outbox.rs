@@ -15,7 +15,7 @@ use followthrough_store::{
     OutboxJob,
 };
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::{Result, corrupt};
 use crate::rows::{self, limit};
@@ -65,10 +65,10 @@ fn entry(row: &PgRow) -> Result<OutboxEntry> {
 }
 
 pub(crate) async fn outbox_for(pool: &PgPool, object: &ObjectRef) -> Result<Vec<OutboxEntry>> {
-    sqlx::query(AssertSqlSafe(format!(
+    sqlx::query(&format!(
         "SELECT {JOB_COLUMNS}, o.status, o.attempts, o.result_json
          FROM outbox o WHERE o.object = $1 ORDER BY o.seq"
-    )))
+    ))
     .bind(object.to_string())
     .fetch_all(pool)
     .await?
@@ -79,7 +79,7 @@ pub(crate) async fn outbox_for(pool: &PgPool, object: &ObjectRef) -> Result<Vec<
 
 /// The job with this idempotency key, with its newest dead letter's reason if dead.
 pub(crate) async fn job_by_key(pool: &PgPool, key: &str) -> Result<Option<KeyedJob>> {
-    let row = sqlx::query(AssertSqlSafe(format!(
+    let row = sqlx::query(&format!(
         "SELECT {JOB_COLUMNS}, o.status, o.attempts, o.result_json,
                 d.kind, d.message, d.last_status, d.last_response
          FROM outbox o
@@ -88,7 +88,7 @@ pub(crate) async fn job_by_key(pool: &PgPool, key: &str) -> Result<Option<KeyedJ
              WHERE seq = o.seq ORDER BY id DESC LIMIT 1
          ) d ON TRUE
          WHERE o.idempotency_key = $1"
-    )))
+    ))
     .bind(key)
     .fetch_optional(pool)
     .await?;
@@ -136,7 +136,7 @@ pub(crate) async fn claim_jobs(
 ) -> Result<Vec<ClaimedJob>> {
     // One ULID per claim, the seq appended per job: unique tokens, one random draw.
     let token = format!("lse_{}", ulid::Ulid::new());
-    let rows = sqlx::query(AssertSqlSafe(format!(
+    let rows = sqlx::query(&format!(
         "WITH picked AS (
              SELECT seq FROM outbox
              WHERE status = 'pending' AND connector = $1 AND next_at <= $2
@@ -152,7 +152,7 @@ pub(crate) async fn claim_jobs(
              indeterminate = o.indeterminate OR o.lease IS NOT NULL
          FROM picked WHERE o.seq = picked.seq
          RETURNING {JOB_COLUMNS}, o.attempts, o.indeterminate, o.lease"
-    )))
+    ))
     .bind(connector)
     .bind(now.as_millis())
     .bind(limit(count))

@@ -3,7 +3,6 @@
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{DueTimer, RunRecord, TimerRecord, UnitOfWork};
-use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -153,9 +152,9 @@ pub(crate) fn run(row: &PgRow) -> Result<RunRecord> {
 
 pub(crate) async fn runs(pool: &PgPool, ids: &[RunId]) -> Result<Vec<RunRecord>> {
     let ids: Vec<&str> = ids.iter().map(RunId::as_str).collect();
-    sqlx::query(AssertSqlSafe(format!(
+    sqlx::query(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ANY($1) ORDER BY created_at, run_id"
-    )))
+    ))
     .bind(ids)
     .fetch_all(pool)
     .await?
@@ -166,9 +165,9 @@ pub(crate) async fn runs(pool: &PgPool, ids: &[RunId]) -> Result<Vec<RunRecord>>
 
 /// Runs matching `condition` (which reads `$1`), oldest first.
 async fn runs_where(pool: &PgPool, condition: &str, value: &str) -> Result<Vec<RunRecord>> {
-    sqlx::query(AssertSqlSafe(format!(
+    sqlx::query(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE {condition} ORDER BY created_at, run_id"
-    )))
+    ))
     .bind(value)
     .fetch_all(pool)
     .await?
@@ -186,10 +185,10 @@ pub(crate) async fn active_runs_of_rule(pool: &PgPool, rule_id: &str) -> Result<
 }
 
 pub(crate) async fn active_runs(pool: &PgPool, rule_id: &str, key: &str) -> Result<Vec<RunRecord>> {
-    sqlx::query(AssertSqlSafe(format!(
+    sqlx::query(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE rule_id = $1 AND run_key = $2 AND {ACTIVE}
          ORDER BY created_at, run_id"
-    )))
+    ))
     .bind(rule_id)
     .bind(key)
     .fetch_all(pool)

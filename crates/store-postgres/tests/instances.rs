@@ -28,13 +28,10 @@ async fn instances(schema: &Schema, count: usize) -> Vec<Arc<PostgresStore>> {
 
 async fn sql_connection(schema: &Schema) -> PgConnection {
     let mut connection = PgConnection::connect(&schema.url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SET search_path TO \"{}\"",
-        schema.name
-    )))
-    .execute(&mut connection)
-    .await
-    .unwrap();
+    sqlx::query(&format!("SET search_path TO \"{}\"", schema.name))
+        .execute(&mut connection)
+        .await
+        .unwrap();
     connection
 }
 

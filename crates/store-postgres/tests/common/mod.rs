@@ -73,9 +73,7 @@ impl Drop for Schema {
             runtime.block_on(async {
                 let mut connection = PgConnection::connect(&url).await?;
                 connection
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
-                    )))
+                    .execute(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").as_str())
                     .await?;
                 connection.close().await
             })
