@@ -2,6 +2,7 @@
 //! engine, the outbox workers, and the command line. `main.rs` only calls [`cli::main`].
 
 pub mod api_error;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod engine;

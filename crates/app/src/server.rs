@@ -21,12 +21,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api_error::{self, ApiError};
+use crate::auth::AdminTokens;
 use crate::config::Validated;
 use crate::engine::{Engine, EngineParts, Hydrator};
 use crate::ingest;
 use crate::ingest::hubspot::signature::SignaturePolicy;
 use crate::journal::Redactor;
 use crate::listener;
+use crate::outbox::Outbox;
 use crate::rules_handle::{RulesHandle, spawn_sighup_reloader};
 use followthrough_connectors::CrmReader;
 
@@ -41,6 +43,23 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Poked after an accepted webhook so the engine does not wait for its next poll.
     pub engine_wake: Arc<Notify>,
+    /// The rules in force (the admin API and console list them).
+    pub rules: Arc<RulesHandle>,
+    /// The outbox workers, for their connectors' health.
+    pub outbox: Outbox,
+    /// Who may use `/api/v1` and `/ui/`.
+    pub admin: Arc<AdminAccess>,
+    /// When this process started serving.
+    pub started_at: followthrough_core::Timestamp,
+}
+
+/// The admin API's and the console's access settings.
+pub struct AdminAccess {
+    pub tokens: AdminTokens,
+    /// How long a console login lasts.
+    pub session: Duration,
+    /// Signs console session cookies (random per process when not configured).
+    pub session_key: SecretString,
 }
 
 pub struct HubSpotIngest {
@@ -151,6 +170,13 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
     let shutdown = CancellationToken::new();
     let hubspot = &config.config.sources.hubspot;
     let versions = &hubspot.signature_versions;
+    let engine_wake = Arc::new(Notify::new());
+    let outbox = crate::outbox::lanes::build(
+        &config,
+        Arc::clone(&store),
+        Arc::clone(&clock),
+        Arc::clone(&engine_wake),
+    )?;
     let state = AppState {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
@@ -165,7 +191,11 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
             public_url: config.public_url.clone(),
         }),
         max_body_bytes: config.config.server.max_body_bytes,
-        engine_wake: Arc::new(Notify::new()),
+        engine_wake: Arc::clone(&engine_wake),
+        rules: Arc::clone(&rules),
+        outbox: outbox.clone(),
+        admin: Arc::new(admin_access(&config)),
+        started_at: clock.now(),
     };
     let engine_config = &config.config.engine;
     let outbox_wake = Arc::new(Notify::new());
@@ -186,13 +216,13 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         own_source_ids: Arc::new(own_source_ids(&config)),
         outbox_wake: Arc::clone(&outbox_wake),
     });
-    let outbox = crate::outbox::lanes::build(
-        &config,
-        Arc::clone(&store),
-        Arc::clone(&clock),
-        Arc::clone(&state.engine_wake),
-    )?;
     tracing::info!(connectors = ?outbox.connectors(), "outbox workers ready");
+    if config.plain_admin_tokens > 0 {
+        tracing::warn!(
+            count = config.plain_admin_tokens,
+            "api.tokens holds tokens in clear: replace each with its digest (`followthrough token --hash TOKEN`)"
+        );
+    }
     let outbox_stop = CancellationToken::new();
     let outbox = tokio::spawn(outbox.run(outbox_wake, outbox_stop.clone()));
     let engine_stop = CancellationToken::new();
@@ -246,6 +276,22 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         shutdown,
         handle,
     })
+}
+
+fn admin_access(config: &Validated) -> AdminAccess {
+    let api = &config.config.api;
+    let configured = secrecy::ExposeSecret::expose_secret(&api.session_secret);
+    let session_key = if configured.is_empty() {
+        let (random, _) = crate::auth::new_token();
+        SecretString::from(random)
+    } else {
+        api.session_secret.clone()
+    };
+    AdminAccess {
+        tokens: config.admin_tokens.clone(),
+        session: Duration::from_millis(api.session_ms),
+        session_key,
+    }
 }
 
 /// The `sourceId`s our own HubSpot writes come back with.

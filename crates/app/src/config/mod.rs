@@ -169,7 +169,13 @@ pub struct HubSpotSourceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
+    /// `sha256:<hex>` digests of the accepted bearer tokens (or tokens in clear).
     pub tokens: Vec<SecretString>,
+    /// How long a console login lasts.
+    pub session_ms: u64,
+    /// Signs console session cookies; empty: a random key per process (logins end at a
+    /// restart and are not shared by instances).
+    pub session_secret: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +229,10 @@ pub struct Validated {
     pub listen: SocketAddr,
     pub public_url: Url,
     pub hubspot_secret: SecretString,
+    /// `api.tokens`, as digests.
+    pub admin_tokens: crate::auth::AdminTokens,
+    /// How many of them were written in clear (`serve` warns).
+    pub plain_admin_tokens: usize,
     pub store_path: PathBuf,
 }
 
@@ -340,6 +350,12 @@ impl Config {
         let hubspot_secret = resolve_secret(&hubspot.client_secret, &hubspot.client_secret_file)
             .map_err(|message| invalid("sources.hubspot.client_secret_file", message))?;
         self.outbox.validate(&self.connectors)?;
+        let (admin_tokens, plain_admin_tokens) =
+            crate::auth::AdminTokens::from_config(&self.api.tokens)
+                .map_err(|error| invalid("api.tokens", error.to_string()))?;
+        if self.api.session_ms == 0 {
+            return Err(invalid("api.session_ms", "must be more than 0"));
+        }
         // Checked here so `serve` refuses a bad calendar at start, not at the first wait.
         self.rules.calendar()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
@@ -348,6 +364,8 @@ impl Config {
             listen,
             public_url,
             hubspot_secret,
+            admin_tokens,
+            plain_admin_tokens,
             store_path,
             config: self,
         })

@@ -55,6 +55,16 @@ impl Lane {
     }
 }
 
+/// A connector's circuit, as [`Outbox::health`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectorHealth {
+    pub connector: &'static str,
+    /// `closed` (healthy), `open` (not sending: the API looked down) or `half_open`
+    /// (one probe in flight).
+    pub circuit: &'static str,
+    pub consecutive_failures: u32,
+}
+
 /// What the workers need.
 pub struct OutboxParts {
     pub store: Arc<dyn Store>,
@@ -89,6 +99,23 @@ impl Outbox {
             .lanes
             .iter()
             .map(|l| l.connector.name())
+            .collect()
+    }
+
+    /// Each connector's circuit as it stands: what health checks, metrics and the
+    /// console show as a failing connector.
+    pub fn health(&self) -> Vec<ConnectorHealth> {
+        self.parts
+            .lanes
+            .iter()
+            .map(|lane| {
+                let circuit = lane.circuit();
+                ConnectorHealth {
+                    connector: lane.connector.name(),
+                    circuit: circuit.state().name(),
+                    consecutive_failures: circuit.failures(),
+                }
+            })
             .collect()
     }
 
