@@ -140,3 +140,27 @@ pub fn association_seen_from_other_end(
         detail: json!({ "event_id": event.id, "from": event.object.to_string() }),
     }
 }
+
+/// The journal row of one replayed dead letter, on its object's timeline. `by` says who
+/// replayed it (`followthrough dlq replay`, `the admin API (token abc123)`...).
+pub fn dead_letter_replayed(
+    at: Timestamp,
+    letter: &followthrough_store::DeadLetter,
+    by: &str,
+) -> JournalEntry {
+    let job = &letter.job;
+    JournalEntry {
+        at,
+        object: Some(job.object.clone()),
+        kind: JournalKind::Action,
+        summary: format!(
+            "action {} replayed from dead letter {} (by {by})",
+            job.action, letter.id
+        ),
+        detail: json!({
+            "key": job.idempotency_key, "run_id": job.run_id, "rule_id": job.rule_id,
+            "action": job.action, "dead_letter_id": letter.id, "outcome": "replayed",
+            "by": by,
+        }),
+    }
+}
