@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod find;
 pub mod ingest;
 pub mod journal;
 pub mod listener;
