@@ -51,6 +51,8 @@ pub struct AppState {
     pub admin: Arc<AdminAccess>,
     /// When this process started serving.
     pub started_at: followthrough_core::Timestamp,
+    /// Scrubs what the server journals itself (a rejected webhook's reason).
+    pub redactor: Redactor,
 }
 
 /// The admin API's and the console's access settings.
@@ -106,10 +108,12 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/webhooks/hubspot", post(ingest::hubspot::receive))
         .fallback(api_error::not_found)
         .method_not_allowed_fallback(api_error::method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::metrics::observe_request))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -165,6 +169,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         rules,
         crm,
     } = services;
+    crate::metrics::install();
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -196,6 +201,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         outbox: outbox.clone(),
         admin: Arc::new(admin_access(&config)),
         started_at: clock.now(),
+        redactor: redactor(&config),
     };
     let engine_config = &config.config.engine;
     let outbox_wake = Arc::new(Notify::new());
@@ -204,7 +210,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         clock: Arc::clone(&clock),
         rules: Arc::clone(&rules),
         calendar: config.config.rules.calendar()?,
-        redactor: Redactor::new(config.config.privacy.redact_properties.iter().cloned()),
+        redactor: redactor(&config),
         hydrator: Hydrator {
             crm,
             max_age_ms: clamp_ms(engine_config.context_max_age_ms),
@@ -276,6 +282,15 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         shutdown,
         handle,
     })
+}
+
+/// The journal's redactor, as `privacy` configures it.
+pub fn redactor(config: &Validated) -> Redactor {
+    let privacy = &config.config.privacy;
+    Redactor::new(
+        privacy.redact_properties.iter().cloned(),
+        privacy.redact_patterns,
+    )
 }
 
 fn admin_access(config: &Validated) -> AdminAccess {

@@ -182,6 +182,11 @@ pub struct ApiConfig {
 #[serde(deny_unknown_fields)]
 pub struct PrivacyConfig {
     pub redact_properties: Vec<String>,
+    /// Scrub email addresses and phone numbers from all journal text and log lines.
+    pub redact_patterns: bool,
+    /// Journal rows and applied events' payloads older than this are deleted (0: kept
+    /// forever).
+    pub retention_days: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,6 @@
+//! Seeing everything: a lead's whole story in its trace, metrics that move as events
+//! flow, and personal data kept out of the journal and the logs.
+
+mod metrics;
+mod redaction;
+mod timeline;
