@@ -100,6 +100,14 @@ fn describe() {
         Unit::Seconds,
         "HTTP request latency, by route, method and status."
     );
+    describe_counter!(
+        "followthrough_alerts_total",
+        "Alerts, by kind and outcome (sent, suppressed, failed)."
+    );
+    describe_counter!(
+        "followthrough_pruned_total",
+        "Rows deleted by retention, by table (journal, inbox)."
+    );
     describe_gauge!(
         "followthrough_inbox_pending",
         "Events received and not yet applied."
@@ -137,11 +145,14 @@ fn describe() {
     );
 }
 
+/// A series' labels, as (name, value) pairs.
+type Labels = Vec<(&'static str, String)>;
+
 /// What a set of journal rows adds to the counters, summed per series so a batch of
 /// 2,000 events costs a few dozen counter updates, not thousands.
 #[derive(Debug, Default)]
 pub struct Tally {
-    counts: HashMap<(&'static str, Vec<(&'static str, String)>), u64>,
+    counts: HashMap<(&'static str, Labels), u64>,
     latencies: Vec<(String, f64)>,
 }
 
@@ -167,7 +178,7 @@ impl Tally {
         self
     }
 
-    fn bump(&mut self, name: &'static str, labels: Vec<(&'static str, String)>) {
+    fn bump(&mut self, name: &'static str, labels: Labels) {
         *self.counts.entry((name, labels)).or_default() += 1;
     }
 
@@ -231,7 +242,7 @@ impl Tally {
     }
 }
 
-fn labels_of(labels: Vec<(&'static str, String)>) -> Vec<metrics::Label> {
+fn labels_of(labels: Labels) -> Vec<metrics::Label> {
     labels
         .into_iter()
         .map(|(key, value)| metrics::Label::new(key, value))
@@ -243,6 +254,19 @@ fn labels_of(labels: Vec<(&'static str, String)>) -> Vec<metrics::Label> {
 pub fn webhook(source: &'static str, outcome: &'static str) {
     handle();
     counter!("followthrough_webhooks_total", "source" => source, "outcome" => outcome).increment(1);
+}
+
+/// Counts what retention deleted.
+pub fn pruned(pruned: followthrough_store::Pruned) {
+    handle();
+    counter!("followthrough_pruned_total", "table" => "journal").increment(pruned.journal_rows);
+    counter!("followthrough_pruned_total", "table" => "inbox").increment(pruned.inbox_rows);
+}
+
+/// Counts an alert sent, suppressed by the rate limit, or failed.
+pub fn alert(kind: &'static str, outcome: &'static str) {
+    handle();
+    counter!("followthrough_alerts_total", "kind" => kind, "outcome" => outcome).increment(1);
 }
 
 /// Counts an accepted webhook's events (the journal row holds the request, not them).
@@ -336,9 +360,8 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
 
 /// Sets to 0 the series of `name` that were set at an earlier scrape but are absent now
 /// (a rule whose last waiting run ended), so a gauge never shows a stale count.
-fn zero_the_rest(name: &'static str, present: Vec<Vec<(&'static str, String)>>) {
-    static SEEN: OnceLock<Mutex<HashMap<&'static str, BTreeSet<Vec<(&'static str, String)>>>>> =
-        OnceLock::new();
+fn zero_the_rest(name: &'static str, present: Vec<Labels>) {
+    static SEEN: OnceLock<Mutex<HashMap<&'static str, BTreeSet<Labels>>>> = OnceLock::new();
     let mut seen = SEEN
         .get_or_init(Default::default)
         .lock()

@@ -231,6 +231,26 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
     }
     let outbox_stop = CancellationToken::new();
     let outbox = tokio::spawn(outbox.run(outbox_wake, outbox_stop.clone()));
+    let background_stop = CancellationToken::new();
+    let mut background = Vec::new();
+    let privacy = &config.config.privacy;
+    if privacy.retention_days > 0 {
+        let retention = crate::retention::Retention {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            keep: Duration::from_secs(privacy.retention_days.saturating_mul(24 * 3600)),
+            every: Duration::from_millis(privacy.prune_interval_ms.max(1)),
+        };
+        background.push(tokio::spawn(retention.run(background_stop.clone())));
+    }
+    if let Some(watcher) = crate::alerts::Watcher::from_config(
+        &config,
+        Arc::clone(&store),
+        Arc::clone(&clock),
+        state.outbox.clone(),
+    )? {
+        background.push(tokio::spawn(watcher.run(background_stop.clone())));
+    }
     let engine_stop = CancellationToken::new();
     let (reloaded, reloads) = tokio::sync::mpsc::unbounded_channel();
     let reloader = spawn_sighup_reloader(rules, engine_stop.clone(), move |outcome| {
@@ -265,6 +285,10 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
                 grace_ms = grace.as_millis() as u64,
                 "in-flight requests did not finish in time"
             );
+        }
+        background_stop.cancel();
+        for task in background {
+            let _ = task.await;
         }
         engine_stop.cancel();
         let _ = engine.await;
