@@ -131,11 +131,17 @@ fn scrub_phones(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// A run of digit groups, described without allocating (this runs on every journal
+/// string the engine writes).
 struct PhoneCandidate {
     end: usize,
     digits: usize,
-    groups: Vec<usize>,
-    separators: Vec<u8>,
+    groups: usize,
+    /// The first three groups' lengths (for the date shape).
+    lengths: [usize; 3],
+    /// The first separator, and whether every separator was that one character.
+    separator: u8,
+    one_separator_kind: bool,
     plus: bool,
 }
 
@@ -144,9 +150,15 @@ impl PhoneCandidate {
     fn read(bytes: &[u8], start: usize) -> Self {
         let plus = bytes[start] == b'+';
         let mut i = start + usize::from(plus || bytes[start] == b'(');
-        let mut groups = Vec::new();
-        let mut separators = Vec::new();
-        let mut end = i;
+        let mut candidate = Self {
+            end: i,
+            digits: 0,
+            groups: 0,
+            lengths: [0; 3],
+            separator: 0,
+            one_separator_kind: true,
+            plus,
+        };
         loop {
             let group_start = i;
             while i < bytes.len() && bytes[i].is_ascii_digit() {
@@ -155,8 +167,12 @@ impl PhoneCandidate {
             if i == group_start {
                 break;
             }
-            groups.push(i - group_start);
-            end = i;
+            if let Some(length) = candidate.lengths.get_mut(candidate.groups) {
+                *length = i - group_start;
+            }
+            candidate.groups += 1;
+            candidate.digits += i - group_start;
+            candidate.end = i;
             let separator_start = i;
             while i < bytes.len() && i - separator_start < 2 && b" -.()".contains(&bytes[i]) {
                 i += 1;
@@ -164,19 +180,19 @@ impl PhoneCandidate {
             if i == separator_start || !bytes.get(i).is_some_and(u8::is_ascii_digit) {
                 break;
             }
-            separators.push(bytes[separator_start]);
+            let separator = bytes[separator_start];
+            if candidate.separator == 0 {
+                candidate.separator = separator;
+            } else if candidate.separator != separator || i - separator_start > 1 {
+                candidate.one_separator_kind = false;
+            }
         }
-        // A closing parenthesis right after the last group belongs to it: `(555)`.
-        if bytes.get(end) == Some(&b')') && bytes[start] == b'(' && groups.len() == 1 {
-            end += 1;
+        // A closing parenthesis right after the only group belongs to it: `(555)`.
+        if bytes.get(candidate.end) == Some(&b')') && bytes[start] == b'(' && candidate.groups == 1
+        {
+            candidate.end += 1;
         }
-        Self {
-            end,
-            digits: groups.iter().sum(),
-            groups,
-            separators,
-            plus,
-        }
+        candidate
     }
 
     fn is_phone(&self, bytes: &[u8]) -> bool {
@@ -188,13 +204,11 @@ impl PhoneCandidate {
         if self.plus {
             return self.digits >= 8;
         }
-        let looks_like_date = self.groups.len() == 3
-            && self.groups[0] == 4
-            && self.groups[1] <= 2
-            && self.groups[2] <= 2;
+        let [first, second, third] = self.lengths;
+        let looks_like_date = self.groups == 3 && first == 4 && second <= 2 && third <= 2;
         // A decimal number (`1234567.89`) is two groups joined by one dot.
-        let decimal = self.groups.len() == 2 && self.separators == [b'.'];
-        self.digits >= 7 && self.groups.len() >= 2 && !looks_like_date && !decimal
+        let decimal = self.groups == 2 && self.separator == b'.' && self.one_separator_kind;
+        self.digits >= 7 && self.groups >= 2 && !looks_like_date && !decimal
     }
 }
 
