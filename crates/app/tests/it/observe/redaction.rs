@@ -193,6 +193,15 @@ async fn canary_email_and_phone_reach_neither_the_journal_nor_the_logs() {
         trace.contains("[redacted]") && trace.contains("[phone]"),
         "{trace}"
     );
+    // Secrets neither: the webhook signing secret and the CRM token.
+    let token = hubspot.token();
+    for secret in [SECRET, token.as_str()] {
+        assert!(!logs.contains(secret), "a secret in the logs");
+        assert!(
+            journal.iter().all(|row| !row.contains(secret)),
+            "a secret in the journal"
+        );
+    }
     for canary in [
         CANARY_EMAIL,
         CANARY_PHONE,
