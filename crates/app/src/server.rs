@@ -21,12 +21,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api_error::{self, ApiError};
+use crate::auth::AdminTokens;
 use crate::config::Validated;
 use crate::engine::{Engine, EngineParts, Hydrator};
 use crate::ingest;
 use crate::ingest::hubspot::signature::SignaturePolicy;
 use crate::journal::Redactor;
 use crate::listener;
+use crate::outbox::Outbox;
 use crate::rules_handle::{RulesHandle, spawn_sighup_reloader};
 use followthrough_connectors::CrmReader;
 
@@ -41,6 +43,25 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Poked after an accepted webhook so the engine does not wait for its next poll.
     pub engine_wake: Arc<Notify>,
+    /// The rules in force (the admin API and console list them).
+    pub rules: Arc<RulesHandle>,
+    /// The outbox workers, for their connectors' health.
+    pub outbox: Outbox,
+    /// Who may use `/api/v1` and `/ui/`.
+    pub admin: Arc<AdminAccess>,
+    /// When this process started serving.
+    pub started_at: followthrough_core::Timestamp,
+    /// Scrubs what the server journals itself (a rejected webhook's reason).
+    pub redactor: Redactor,
+}
+
+/// The admin API's and the console's access settings.
+pub struct AdminAccess {
+    pub tokens: AdminTokens,
+    /// How long a console login lasts.
+    pub session: Duration,
+    /// Signs console session cookies (random per process when not configured).
+    pub session_key: SecretString,
 }
 
 pub struct HubSpotIngest {
@@ -87,10 +108,12 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/webhooks/hubspot", post(ingest::hubspot::receive))
         .fallback(api_error::not_found)
         .method_not_allowed_fallback(api_error::method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::metrics::observe_request))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -146,11 +169,19 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         rules,
         crm,
     } = services;
+    crate::metrics::install();
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let hubspot = &config.config.sources.hubspot;
     let versions = &hubspot.signature_versions;
+    let engine_wake = Arc::new(Notify::new());
+    let outbox = crate::outbox::lanes::build(
+        &config,
+        Arc::clone(&store),
+        Arc::clone(&clock),
+        Arc::clone(&engine_wake),
+    )?;
     let state = AppState {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
@@ -165,7 +196,12 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
             public_url: config.public_url.clone(),
         }),
         max_body_bytes: config.config.server.max_body_bytes,
-        engine_wake: Arc::new(Notify::new()),
+        engine_wake: Arc::clone(&engine_wake),
+        rules: Arc::clone(&rules),
+        outbox: outbox.clone(),
+        admin: Arc::new(admin_access(&config)),
+        started_at: clock.now(),
+        redactor: redactor(&config),
     };
     let engine_config = &config.config.engine;
     let outbox_wake = Arc::new(Notify::new());
@@ -174,7 +210,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         clock: Arc::clone(&clock),
         rules: Arc::clone(&rules),
         calendar: config.config.rules.calendar()?,
-        redactor: Redactor::new(config.config.privacy.redact_properties.iter().cloned()),
+        redactor: redactor(&config),
         hydrator: Hydrator {
             crm,
             max_age_ms: clamp_ms(engine_config.context_max_age_ms),
@@ -186,15 +222,35 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         own_source_ids: Arc::new(own_source_ids(&config)),
         outbox_wake: Arc::clone(&outbox_wake),
     });
-    let outbox = crate::outbox::lanes::build(
+    tracing::info!(connectors = ?outbox.connectors(), "outbox workers ready");
+    if config.plain_admin_tokens > 0 {
+        tracing::warn!(
+            count = config.plain_admin_tokens,
+            "api.tokens holds tokens in clear: replace each with its digest (`followthrough token --hash TOKEN`)"
+        );
+    }
+    let outbox_stop = CancellationToken::new();
+    let outbox = tokio::spawn(outbox.run(outbox_wake, outbox_stop.clone()));
+    let background_stop = CancellationToken::new();
+    let mut background = Vec::new();
+    let privacy = &config.config.privacy;
+    if privacy.retention_days > 0 {
+        let retention = crate::retention::Retention {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            keep: Duration::from_secs(privacy.retention_days.saturating_mul(24 * 3600)),
+            every: Duration::from_millis(privacy.prune_interval_ms.max(1)),
+        };
+        background.push(tokio::spawn(retention.run(background_stop.clone())));
+    }
+    if let Some(watcher) = crate::alerts::Watcher::from_config(
         &config,
         Arc::clone(&store),
         Arc::clone(&clock),
-        Arc::clone(&state.engine_wake),
-    )?;
-    tracing::info!(connectors = ?outbox.connectors(), "outbox workers ready");
-    let outbox_stop = CancellationToken::new();
-    let outbox = tokio::spawn(outbox.run(outbox_wake, outbox_stop.clone()));
+        state.outbox.clone(),
+    )? {
+        background.push(tokio::spawn(watcher.run(background_stop.clone())));
+    }
     let engine_stop = CancellationToken::new();
     let (reloaded, reloads) = tokio::sync::mpsc::unbounded_channel();
     let reloader = spawn_sighup_reloader(rules, engine_stop.clone(), move |outcome| {
@@ -230,6 +286,10 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
                 "in-flight requests did not finish in time"
             );
         }
+        background_stop.cancel();
+        for task in background {
+            let _ = task.await;
+        }
         engine_stop.cancel();
         let _ = engine.await;
         // After the engine: jobs it queued last are still claimed if due; calls in
@@ -246,6 +306,31 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         shutdown,
         handle,
     })
+}
+
+/// The journal's redactor, as `privacy` configures it.
+pub fn redactor(config: &Validated) -> Redactor {
+    let privacy = &config.config.privacy;
+    Redactor::new(
+        privacy.redact_properties.iter().cloned(),
+        privacy.redact_patterns,
+    )
+}
+
+fn admin_access(config: &Validated) -> AdminAccess {
+    let api = &config.config.api;
+    let configured = secrecy::ExposeSecret::expose_secret(&api.session_secret);
+    let session_key = if configured.is_empty() {
+        let (random, _) = crate::auth::new_token();
+        SecretString::from(random)
+    } else {
+        api.session_secret.clone()
+    };
+    AdminAccess {
+        tokens: config.admin_tokens.clone(),
+        session: Duration::from_millis(api.session_ms),
+        session_key,
+    }
 }
 
 /// The `sourceId`s our own HubSpot writes come back with.

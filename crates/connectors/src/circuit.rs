@@ -75,6 +75,11 @@ impl Circuit {
         self.state
     }
 
+    /// Consecutive failures that said the API is unwell.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
     /// Asks to send one job at `now`. An open circuit whose time is up lets this one
     /// through as the probe (and becomes half-open).
     pub fn admit(&mut self, now: Timestamp) -> (Admission, Option<Transition>) {

@@ -92,8 +92,10 @@ CREATE INDEX journal_requests ON journal (seq) WHERE object IS NULL;
 -- Rule runs: one row per run, its whole state (the rules crate's RunState) as JSON.
 -- At most one active run per (rule, key) unless the rule runs in parallel; the
 -- constraint, not a check-then-insert, is what guarantees it across instances.
+-- run_id compares byte by byte (COLLATE "C") whatever the database's collation: ids are
+-- ULIDs, so that order is creation order, which listing runs pages by.
 CREATE TABLE runs (
-    run_id        TEXT    PRIMARY KEY,
+    run_id        TEXT    COLLATE "C" PRIMARY KEY,
     rule_id       TEXT    NOT NULL,
     rule_version  TEXT    NOT NULL,
     run_key       TEXT    NOT NULL,

@@ -34,6 +34,7 @@
 //! Times are epoch milliseconds (`BIGINT`). JSON is `TEXT` as serde_json wrote it (see
 //! `migrations/0001_schema.sql` for why not `JSONB`). `docs/postgres.md` has the rest.
 
+mod admin;
 mod apply;
 mod context;
 mod dead_letters;

@@ -12,8 +12,10 @@ use sqlx::{Connection, Executor, PgConnection};
 
 use crate::error::Result;
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "schema", include_str!("../migrations/0001_schema.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "schema", include_str!("../migrations/0001_schema.sql")),
+    (2, "admin", include_str!("../migrations/0002_admin.sql")),
+];
 
 /// The schema version this build expects.
 pub const LATEST_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -13,7 +13,7 @@ use crate::rows;
 use crate::runs::{ACTIVE, RUN_COLUMNS, run};
 
 /// Begins a read that sees one snapshot across its statements.
-const SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+pub(crate) const SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
 /// One `(name, value_json, occurred_at, event_id)` row, from `first` on.
 fn property(row: &PgRow, first: usize) -> Result<PropertyHistoryEntry> {

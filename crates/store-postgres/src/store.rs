@@ -5,13 +5,15 @@ use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
     JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
-    PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, Store, StoreError, TimerRecord,
-    UnitOfWork,
+    PropertyHistoryEntry, Pruned, ReceivedEvent, RuleVersion, RunFilter, RunRecord, Store,
+    StoreError, StoreStats, TimerRecord, UnitOfWork,
 };
 
 use crate::error::retrying;
 use crate::migrations::{self, LATEST_VERSION};
-use crate::{PostgresStore, apply, context, dead_letters, inbox, journal, objects, outbox, runs};
+use crate::{
+    PostgresStore, admin, apply, context, dead_letters, inbox, journal, objects, outbox, runs,
+};
 
 /// Runs `$body` with `$tx`, a new transaction on the pool, and commits it; the whole
 /// transaction is run again if it failed transiently (see [`retrying`]). The body may
@@ -187,6 +189,26 @@ impl Store for PostgresStore {
 
     async fn recent_requests(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
         Ok(journal::recent_requests(self.pool()?, limit).await?)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        Ok(admin::stats(self.pool()?).await?)
+    }
+
+    async fn objects_by_email(
+        &self,
+        email: &str,
+        limit: usize,
+    ) -> Result<Vec<ObjectRef>, StoreError> {
+        Ok(admin::objects_by_email(self.pool()?, email, limit).await?)
+    }
+
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        Ok(admin::list_runs(self.pool()?, &filter).await?)
+    }
+
+    async fn prune(&self, before: Timestamp, limit: usize) -> Result<Pruned, StoreError> {
+        transaction!(self, |tx| admin::prune(&mut tx, before, limit).await?)
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 //! beside the writer. `synchronous=FULL` on the write connection makes every commit
 //! survive power loss, which is what a webhook's 2xx promises.
 
+mod admin;
 mod checkpointer;
 mod context;
 mod event_row;
@@ -21,8 +22,8 @@ use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
     JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
-    PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, Store, StoreError, TimerRecord,
-    UnitOfWork,
+    PropertyHistoryEntry, Pruned, ReceivedEvent, RuleVersion, RunFilter, RunRecord, Store,
+    StoreError, StoreStats, TimerRecord, UnitOfWork,
 };
 use rusqlite::Connection;
 
@@ -344,6 +345,33 @@ impl Store for SqliteStore {
     async fn recent_requests(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
         self.readers
             .read(move |connection| queries::recent_requests(connection, limit))
+            .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.readers.read(admin::stats).await
+    }
+
+    async fn objects_by_email(
+        &self,
+        email: &str,
+        limit: usize,
+    ) -> Result<Vec<ObjectRef>, StoreError> {
+        let email = email.to_owned();
+        self.readers
+            .read(move |connection| admin::objects_by_email(connection, &email, limit))
+            .await
+    }
+
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        self.readers
+            .read(move |connection| admin::list_runs(connection, &filter))
+            .await
+    }
+
+    async fn prune(&self, before: Timestamp, limit: usize) -> Result<Pruned, StoreError> {
+        self.writer
+            .write(move |connection| admin::prune(connection, before, limit))
             .await
     }
 

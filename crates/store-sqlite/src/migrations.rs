@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox_workers",
         include_str!("../migrations/0004_outbox_workers.sql"),
     ),
+    (5, "admin", include_str!("../migrations/0005_admin.sql")),
 ];
 
 /// The schema version this build expects.

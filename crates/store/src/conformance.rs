@@ -16,8 +16,15 @@ use crate::{
     JournalKind, OutboxJob, PropertyWrite, RunRecord, Store, StoreError, TimerRecord, UnitOfWork,
 };
 
+mod admin;
 mod engine;
 mod outbox;
+
+pub use admin::{
+    a_lead_is_found_by_email_in_any_case, prune_removes_old_journal_rows_and_applied_payloads_only,
+    runs_are_listed_newest_first_by_rule_and_status,
+    stats_count_pending_work_per_rule_and_connector,
+};
 
 pub use engine::{
     a_deferred_event_holds_back_its_object_until_due,
@@ -72,6 +79,10 @@ macro_rules! conformance_tests {
             next_job_at_is_the_soonest_due_job_or_expiring_lease,
             timers_come_due_with_an_outcome_only_under_the_lease,
             a_job_found_by_key_says_why_it_died,
+            stats_count_pending_work_per_rule_and_connector,
+            a_lead_is_found_by_email_in_any_case,
+            runs_are_listed_newest_first_by_rule_and_status,
+            prune_removes_old_journal_rows_and_applied_payloads_only,
         );
         $crate::conformance_tests!(@reopen $fresh, $reopen;
             rotation_wraps_and_survives_reopening,

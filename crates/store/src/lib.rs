@@ -7,12 +7,14 @@
 //!
 //! [`conformance`] holds the tests every backend must pass (feature `conformance`).
 
+mod admin;
 mod model;
 mod store;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use admin::{ActiveRunCount, ConnectorBacklog, Pruned, RunFilter, StoreStats};
 pub use model::{
     AppendOutcome, AssociationSync, AssociationWrite, AttemptRecord, AttemptResult, CachedOwner,
     ClaimedJob, DeadLetter, DeadLetterReason, Deferral, DueTimer, InboxBatch, JobStatus,

@@ -2,6 +2,7 @@
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 
+use crate::admin::{Pruned, RunFilter, StoreStats};
 use crate::model::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
     JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
@@ -183,6 +184,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Journal entries not about one object (webhook requests), newest first.
     async fn recent_requests(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
+
+    /// Counts for metrics, the health summary and the console, in one read.
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Objects whose `email` property is `email`, compared without regard to case, most
+    /// recently updated first: how a person finds a lead.
+    async fn objects_by_email(
+        &self,
+        email: &str,
+        limit: usize,
+    ) -> Result<Vec<ObjectRef>, StoreError>;
+
+    /// Runs that match the filter, newest first, at most `filter.limit`.
+    async fn list_runs(&self, filter: RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Deletes up to `limit` journal rows written before `before`, and up to `limit`
+    /// applied events received before `before` (their payloads; the property history
+    /// they wrote stays). Events not yet applied are never pruned. Call it again until it
+    /// returns nothing: each call is one short transaction, so ingest is not held up.
+    async fn prune(&self, before: Timestamp, limit: usize) -> Result<Pruned, StoreError>;
 
     /// Succeeds when the store answers and its schema is the one this build expects.
     async fn ready(&self) -> Result<(), StoreError>;

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Subcommand};
-use followthrough_core::{Clock as _, SystemClock, Timestamp};
-use followthrough_store::{DeadLetter, JournalEntry, JournalKind, Store as _};
+use followthrough_core::{Clock as _, SystemClock};
+use followthrough_store::{DeadLetter, Store as _};
 use followthrough_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
 
@@ -300,7 +300,9 @@ async fn replay(store: &SqliteStore, which: Which, json: bool) -> anyhow::Result
     } else {
         let journal = chosen
             .iter()
-            .map(|letter| journal_entry(now, letter))
+            .map(|letter| {
+                crate::journal::dead_letter_replayed(now, letter, "followthrough dlq replay")
+            })
             .collect();
         store.replay_dead_letters(&ids, now, journal).await?
     };
@@ -350,24 +352,6 @@ async fn choose(store: &SqliteStore, ids: Vec<i64>) -> anyhow::Result<Vec<DeadLe
         }
     }
     Ok(chosen)
-}
-
-/// The journal row of one replayed letter, on its object's timeline.
-fn journal_entry(now: Timestamp, letter: &DeadLetter) -> JournalEntry {
-    let job = &letter.job;
-    JournalEntry {
-        at: now,
-        object: Some(job.object.clone()),
-        kind: JournalKind::Action,
-        summary: format!(
-            "action {} replayed from dead letter {} (by followthrough dlq replay)",
-            job.action, letter.id
-        ),
-        detail: json!({
-            "key": job.idempotency_key, "run_id": job.run_id, "rule_id": job.rule_id,
-            "action": job.action, "dead_letter_id": letter.id, "outcome": "replayed",
-        }),
-    }
 }
 
 #[cfg(test)]

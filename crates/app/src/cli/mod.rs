@@ -103,6 +103,13 @@ enum Command {
         /// canonical event (JSON object).
         file: PathBuf,
     },
+    /// Make an admin token for the API and the web console: prints the token (give it to
+    /// the person) and the `sha256:` digest to add to `api.tokens` (the config keeps
+    /// only that). `--hash TOKEN` prints the digest of an existing token.
+    Token {
+        #[arg(long, value_name = "TOKEN")]
+        hash: Option<String>,
+    },
     /// Check the rules folder, then make the running `serve` reload it: SIGHUP to the
     /// process in server.pid_file. Exit 1 if a rule is invalid (nothing is signalled), 2
     /// if no running server is found.
@@ -196,6 +203,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 until,
                 calendar: config.rules.calendar()?,
             })
+        }
+        Command::Token { hash } => {
+            match hash {
+                Some(token) => println!("{}", crate::auth::digest_of(&token)),
+                None => {
+                    let (token, digest) = crate::auth::new_token();
+                    println!("token:  {token}");
+                    println!("config: api.tokens = [\"{digest}\"]");
+                    eprintln!("Keep the token secret; only the digest goes in the configuration.");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Reload { rules } => {
             let (dir, config) = rules_dir(cli.config.as_deref(), rules)?;

@@ -55,6 +55,16 @@ impl Lane {
     }
 }
 
+/// A connector's circuit, as [`Outbox::health`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectorHealth {
+    pub connector: &'static str,
+    /// `closed` (healthy), `open` (not sending: the API looked down) or `half_open`
+    /// (one probe in flight).
+    pub circuit: &'static str,
+    pub consecutive_failures: u32,
+}
+
 /// What the workers need.
 pub struct OutboxParts {
     pub store: Arc<dyn Store>,
@@ -63,6 +73,8 @@ pub struct OutboxParts {
     pub policy: RetryPolicy,
     pub limiter: RateLimiter,
     pub teams: Teams,
+    /// Scrubs the journal rows of attempts (an API error may quote a contact's email).
+    pub redactor: crate::journal::Redactor,
     pub lease: Duration,
     pub claim_batch: usize,
     pub poll: Duration,
@@ -89,6 +101,23 @@ impl Outbox {
             .lanes
             .iter()
             .map(|l| l.connector.name())
+            .collect()
+    }
+
+    /// Each connector's circuit as it stands: what health checks, metrics and the
+    /// console show as a failing connector.
+    pub fn health(&self) -> Vec<ConnectorHealth> {
+        self.parts
+            .lanes
+            .iter()
+            .map(|lane| {
+                let circuit = lane.circuit();
+                ConnectorHealth {
+                    connector: lane.connector.name(),
+                    circuit: circuit.state().name(),
+                    consecutive_failures: circuit.failures(),
+                }
+            })
             .collect()
     }
 
@@ -126,10 +155,10 @@ impl Outbox {
         let now = parts.clock.now();
         let (admission, transition) = lane.circuit().admit(now);
         if let Some(transition) = transition {
-            parts
-                .store
-                .journal(vec![record::circuit(now, connector, &transition)])
-                .await?;
+            let entries = vec![record::circuit(now, connector, &transition)];
+            let tally = crate::metrics::Tally::of(&entries);
+            parts.store.journal(entries).await?;
+            tally.record();
         }
         let limit = match admission {
             Admission::WaitUntil(_) => return Ok(Vec::new()),
