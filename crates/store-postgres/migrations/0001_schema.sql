@@ -65,11 +65,13 @@ CREATE TABLE object_properties (
     PRIMARY KEY (object, name)
 );
 
--- Every value a property ever had, in occurrence order.
+-- Every value a property ever had, in occurrence order. The trace lists it by property
+-- name, byte by byte as on SQLite (COLLATE "C"; a database collation such as en_US would
+-- put `leads` before `lead_score`).
 CREATE TABLE property_history (
     seq          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     object       TEXT   NOT NULL,
-    name         TEXT   NOT NULL,
+    name         TEXT   COLLATE "C" NOT NULL,
     value_json   TEXT   NOT NULL,
     occurred_at  BIGINT NOT NULL,
     event_id     TEXT   NOT NULL
@@ -115,9 +117,10 @@ CREATE INDEX runs_active_by_key ON runs (rule_id, run_key)
 -- engine loads the active ones.
 CREATE INDEX runs_by_object ON runs (object, status);
 
--- Pending wake-ups. A run has at most one timer per (due_at, kind).
+-- Pending wake-ups. A run has at most one timer per (due_at, kind). Timers due together
+-- come in run id order, byte by byte as on SQLite.
 CREATE TABLE timers (
-    run_id  TEXT   NOT NULL,
+    run_id  TEXT   COLLATE "C" NOT NULL,
     due_at  BIGINT NOT NULL,
     kind    TEXT   NOT NULL,
     PRIMARY KEY (run_id, due_at, kind)

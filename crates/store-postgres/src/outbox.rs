@@ -116,7 +116,8 @@ pub(crate) fn last_status(status: Option<i32>) -> Result<Option<u16>> {
         .transpose()
 }
 
-/// Claims up to `count` due jobs of `connector` in one statement.
+/// Claims up to `count` due jobs of `connector` in one statement (atomic without a
+/// transaction around it).
 ///
 /// The inner SELECT walks the claim index in `(next_at, seq)` order and locks each row it
 /// keeps; `SKIP LOCKED` passes over rows another claim holds at that moment, so

@@ -126,9 +126,14 @@ impl Store for PostgresStore {
         lease_until: Timestamp,
         limit: usize,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        transaction!(self, |tx| {
-            outbox::claim_jobs(&mut tx, connector, now, lease_until, limit).await?
+        // The claim is one statement, atomic on its own: no BEGIN and COMMIT around it,
+        // two round trips fewer on the outbox's hottest path.
+        let pool = self.pool()?;
+        retrying(move || async move {
+            let mut connection = pool.acquire().await?;
+            outbox::claim_jobs(&mut connection, connector, now, lease_until, limit).await
         })
+        .await
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> Result<bool, StoreError> {
