@@ -116,6 +116,28 @@ pub(crate) fn last_status(status: Option<i32>) -> Result<Option<u16>> {
         .transpose()
 }
 
+/// Connector `$1`'s due jobs at `$2`, at most `$3`, leased with token prefix `$4` until
+/// `$5`; see [`claim_jobs`].
+fn claim_sql() -> String {
+    format!(
+        "WITH picked AS (
+             SELECT seq FROM outbox
+             WHERE status = 'pending' AND connector = $1 AND next_at <= $2
+               AND (lease IS NULL OR lease_until <= $2)
+             ORDER BY next_at, seq
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE outbox o SET
+             lease = $4 || '_' || o.seq,
+             lease_until = $5,
+             attempts = o.attempts + 1,
+             indeterminate = o.indeterminate OR o.lease IS NOT NULL
+         FROM picked WHERE o.seq = picked.seq
+         RETURNING {JOB_COLUMNS}, o.attempts, o.indeterminate, o.lease"
+    )
+}
+
 /// Claims up to `count` due jobs of `connector` in one statement (atomic without a
 /// transaction around it).
 ///
@@ -137,30 +159,14 @@ pub(crate) async fn claim_jobs(
 ) -> Result<Vec<ClaimedJob>> {
     // One ULID per claim, the seq appended per job: unique tokens, one random draw.
     let token = format!("lse_{}", ulid::Ulid::new());
-    let rows = sqlx::query(&format!(
-        "WITH picked AS (
-             SELECT seq FROM outbox
-             WHERE status = 'pending' AND connector = $1 AND next_at <= $2
-               AND (lease IS NULL OR lease_until <= $2)
-             ORDER BY next_at, seq
-             LIMIT $3
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE outbox o SET
-             lease = $4 || '_' || o.seq,
-             lease_until = $5,
-             attempts = o.attempts + 1,
-             indeterminate = o.indeterminate OR o.lease IS NOT NULL
-         FROM picked WHERE o.seq = picked.seq
-         RETURNING {JOB_COLUMNS}, o.attempts, o.indeterminate, o.lease"
-    ))
-    .bind(connector)
-    .bind(now.as_millis())
-    .bind(limit(count))
-    .bind(&token)
-    .bind(lease_until.as_millis())
-    .fetch_all(connection)
-    .await?;
+    let rows = sqlx::query(&claim_sql())
+        .bind(connector)
+        .bind(now.as_millis())
+        .bind(limit(count))
+        .bind(&token)
+        .bind(lease_until.as_millis())
+        .fetch_all(connection)
+        .await?;
     let mut claimed = rows
         .iter()
         .map(|row| {
@@ -246,22 +252,82 @@ pub(crate) async fn record_attempt(
     Ok(true)
 }
 
-/// When `connector` next has work: the soonest job nobody holds (read from the claim
+/// When connector `$1` next has work: the soonest job nobody holds (read from the claim
 /// index's start), or the soonest lease to expire (the small leased index). One
 /// statement, so both parts read one snapshot.
+///
+/// The leased part has no `status = 'pending'`: only pending jobs are claimed, and every
+/// change of status clears the lease, so a leased job is pending. Written out, the
+/// condition would let the planner pick the claim index and filter the whole backlog.
+const NEXT_JOB_SQL: &str = "SELECT MIN(t) FROM (
+         (SELECT next_at AS t FROM outbox
+          WHERE status = 'pending' AND connector = $1 AND lease IS NULL
+          ORDER BY next_at LIMIT 1)
+         UNION ALL
+         SELECT MIN(GREATEST(next_at, lease_until)) FROM outbox
+         WHERE lease IS NOT NULL AND connector = $1
+     ) AS soonest";
+
 pub(crate) async fn next_job_at(pool: &PgPool, connector: &str) -> Result<Option<Timestamp>> {
-    let at: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(t) FROM (
-             (SELECT next_at AS t FROM outbox
-              WHERE status = 'pending' AND connector = $1 AND lease IS NULL
-              ORDER BY next_at LIMIT 1)
-             UNION ALL
-             SELECT MIN(GREATEST(next_at, lease_until)) FROM outbox
-             WHERE lease IS NOT NULL AND connector = $1 AND status = 'pending'
-         ) AS soonest",
-    )
-    .bind(connector)
-    .fetch_one(pool)
-    .await?;
+    let at: Option<i64> = sqlx::query_scalar(NEXT_JOB_SQL)
+        .bind(connector)
+        .fetch_one(pool)
+        .await?;
     Ok(at.map(Timestamp))
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Executor, PgConnection};
+
+    /// The workers' queries can be served by their indexes, in index order: a claim
+    /// must not sort or scan the whole backlog. Run in a schema of its own on the test
+    /// server (`FOLLOWTHROUGH_TEST_POSTGRES_URL`), with sequential and bitmap scans off,
+    /// as an empty table would otherwise be scanned whatever the indexes.
+    #[tokio::test]
+    async fn the_workers_queries_use_their_indexes() {
+        let url = std::env::var("FOLLOWTHROUGH_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("ft_plan_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let mut connection = PgConnection::connect(&url).await.unwrap();
+        connection
+            .execute(format!("SET search_path TO \"{schema}\"").as_str())
+            .await
+            .unwrap();
+        crate::migrations::apply(&mut connection, Some(&schema))
+            .await
+            .unwrap();
+        connection
+            .execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+            .await
+            .unwrap();
+        let claim: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", super::claim_sql()))
+            .bind("hubspot")
+            .bind(100_i64)
+            .bind(10_i64)
+            .bind("lse_x")
+            .bind(200_i64)
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+        let next: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", super::NEXT_JOB_SQL))
+            .bind("hubspot")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+        connection
+            .execute(format!("DROP SCHEMA \"{schema}\" CASCADE").as_str())
+            .await
+            .unwrap();
+        let (claim, next) = (claim.join("\n"), next.join("\n"));
+        assert!(claim.contains("outbox_claim"), "{claim}");
+        assert!(
+            !claim.contains("Sort"),
+            "claims read in index order: {claim}"
+        );
+        assert!(
+            next.contains("outbox_claim") && next.contains("outbox_leased"),
+            "{next}"
+        );
+    }
 }
