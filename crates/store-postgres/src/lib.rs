@@ -51,10 +51,13 @@ mod store;
 use std::time::Duration;
 
 use followthrough_store::StoreError;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 pub use migrations::LATEST_VERSION;
+
+/// A pooled connection idle longer than this is pinged before it is used again.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
 
 /// How [`PostgresStore::connect`] opens the store.
 #[derive(Debug, Clone)]
@@ -110,6 +113,19 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
+            // sqlx pings every connection it hands out by default: a round trip more on
+            // each call, doubling a claim's. Only a connection idle long enough for a
+            // server or proxy to have dropped it is checked; one that broke sooner fails
+            // its call, which the caller retries as any unavailable store.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_AFTER_IDLE {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect)
             .await
             .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
