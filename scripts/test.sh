@@ -14,7 +14,7 @@ fi
 # docs/postgres.md): start the machine's cluster if it is installed but not running.
 if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
   echo "starting PostgreSQL..." >&2
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | tail -n 1)" main start
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
 fi
 
 # Benchmarks are not run here (their figures live in BENCHMARKS.md), but they must
