@@ -31,6 +31,12 @@ pub struct Schema {
 
 impl Schema {
     pub fn new() -> Self {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(|| {
+            if let Err(error) = on_own_runtime(sweep_abandoned(url())) {
+                eprintln!("could not sweep abandoned test schemas: {error}");
+            }
+        });
         Self {
             url: url(),
             // A ULID: unique across parallel test processes, and it tells when the
@@ -63,26 +69,59 @@ impl Schema {
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        // Drop runs inside the test's runtime, which must not block on a future: a
-        // thread of its own with a small runtime drops the schema.
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || -> Result<(), sqlx::Error> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut connection = PgConnection::connect(&url).await?;
-                connection
-                    .execute(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").as_str())
-                    .await?;
-                connection.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test schema {}: {dropped:?}", self.name);
+        let dropped = on_own_runtime(drop_schemas(self.url.clone(), vec![self.name.clone()]));
+        if let Err(error) = dropped {
+            eprintln!("could not drop test schema {}: {error}", self.name);
         }
     }
+}
+
+/// Runs `future` to completion on a thread of its own with a small runtime: callers may
+/// be inside the test's runtime, which must not block on a future.
+fn on_own_runtime<F>(future: F) -> Result<(), sqlx::Error>
+where
+    F: std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(future)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(sqlx::Error::PoolClosed))
+}
+
+async fn drop_schemas(url: String, names: Vec<String>) -> Result<(), sqlx::Error> {
+    let mut connection = PgConnection::connect(&url).await?;
+    for name in names {
+        connection
+            .execute(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE").as_str())
+            .await?;
+    }
+    connection.close().await
+}
+
+/// Drops test schemas more than an hour old (their ULID says when they were made): what
+/// runs that were killed left behind. Best effort, once per test process.
+async fn sweep_abandoned(url: String) -> Result<(), sqlx::Error> {
+    let mut connection = PgConnection::connect(&url).await?;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::TEXT FROM pg_namespace
+         WHERE nspname LIKE 'ft\\_test\\_%' OR nspname LIKE 'ft\\_plan\\_%'",
+    )
+    .fetch_all(&mut connection)
+    .await?;
+    connection.close().await?;
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let abandoned = names
+        .into_iter()
+        .filter(|name| {
+            let ulid = name.rsplit('_').next().unwrap_or_default().to_uppercase();
+            ulid::Ulid::from_string(&ulid).is_ok_and(|ulid| ulid.datetime() < hour_ago)
+        })
+        .collect();
+    drop_schemas(url, abandoned).await
 }
 
 /// Blocks on `future` from synchronous code running inside a multi-threaded tokio
