@@ -1,6 +1,7 @@
 //! followthrough, the application: configuration, the HTTP server and ingest, the
 //! engine, the outbox workers, and the command line. `main.rs` only calls [`cli::main`].
 
+pub mod api;
 pub mod api_error;
 pub mod auth;
 pub mod cli;

@@ -51,6 +51,8 @@ pub struct AppState {
     pub admin: Arc<AdminAccess>,
     /// When this process started serving.
     pub started_at: followthrough_core::Timestamp,
+    /// Hides `privacy.redact_properties` values in what the API and console show.
+    pub redactor: Redactor,
 }
 
 /// The admin API's and the console's access settings.
@@ -107,6 +109,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/webhooks/hubspot", post(ingest::hubspot::receive))
+        .nest(crate::api::PREFIX, crate::api::router())
         .fallback(api_error::not_found)
         .method_not_allowed_fallback(api_error::method_not_allowed)
         .with_state(state)
@@ -196,6 +199,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         outbox: outbox.clone(),
         admin: Arc::new(admin_access(&config)),
         started_at: clock.now(),
+        redactor: Redactor::new(config.config.privacy.redact_properties.iter().cloned()),
     };
     let engine_config = &config.config.engine;
     let outbox_wake = Arc::new(Notify::new());
