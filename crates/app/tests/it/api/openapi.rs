@@ -233,10 +233,13 @@ async fn call_and_check(seeded: &Seeded, document: &Value, operation: &Operation
 
 /// The response schema as a standalone JSON Schema: the document's components beside it
 /// (so `#/components/schemas/...` resolves), and every object that lists its properties
-/// closed to others, so an undocumented field fails.
+/// closed to others and requiring them all: an undocumented field fails, and so does a
+/// documented one left out (the API writes `null`, never omits a field).
 fn strict(schema: &Value, document: &Value) -> Value {
     let mut components = document["components"].clone();
-    close_objects(&mut components);
+    if let Some(Value::Object(schemas)) = components.get_mut("schemas") {
+        schemas.values_mut().for_each(close_objects);
+    }
     let mut schema = schema.clone();
     close_objects(&mut schema);
     json!({
@@ -246,16 +249,29 @@ fn strict(schema: &Value, document: &Value) -> Value {
     })
 }
 
-fn close_objects(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            if map.contains_key("properties") && !map.contains_key("additionalProperties") {
-                map.insert("additionalProperties".into(), Value::Bool(false));
+/// Walks a schema by its keywords (a property may be named like a keyword:
+/// `properties` is one of an object's fields).
+fn close_objects(schema: &mut Value) {
+    let Value::Object(map) = schema else {
+        return;
+    };
+    if let Some(Value::Object(properties)) = map.get("properties") {
+        let all: Vec<Value> = properties.keys().cloned().map(Value::String).collect();
+        map.insert("required".into(), Value::Array(all));
+        map.entry("additionalProperties")
+            .or_insert(Value::Bool(false));
+    }
+    for (keyword, value) in map.iter_mut() {
+        match (keyword.as_str(), value) {
+            ("properties", Value::Object(by_name)) => by_name.values_mut().for_each(close_objects),
+            ("allOf" | "anyOf" | "oneOf" | "prefixItems", Value::Array(each)) => {
+                each.iter_mut().for_each(close_objects)
             }
-            map.values_mut().for_each(close_objects);
+            ("items" | "additionalProperties" | "not" | "propertyNames", value) => {
+                close_objects(value)
+            }
+            _ => {}
         }
-        Value::Array(items) => items.iter_mut().for_each(close_objects),
-        _ => {}
     }
 }
 
