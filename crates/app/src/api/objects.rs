@@ -102,7 +102,7 @@ pub async fn search(
 pub struct ObjectTrace {
     pub object: TracedObject,
     pub timeline: Vec<TimelineEntry>,
-    /// Pending timers of the object's runs, soonest first.
+    /// Pending timers of the object's runs and actions due in the outbox, soonest first.
     pub upcoming: Vec<Upcoming>,
 }
 
@@ -134,14 +134,20 @@ pub struct TimelineEntry {
     pub detail: Value,
 }
 
+/// What will happen to the object next.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Upcoming {
     pub due_at: String,
-    pub due_at_ms: Option<i64>,
+    pub due_at_ms: i64,
     pub run_id: String,
     pub rule_id: String,
-    /// `wait` (the run goes on) or `wait_for_timeout` (its `on_timeout` branch runs).
+    /// `wait` (the run goes on), `wait_for_timeout` (its `on_timeout` branch runs),
+    /// `lookup` (a lookup's answer resumes it) or `action` (an outbox job is due).
     pub kind: String,
+    /// For `action`: which one (`create_task`...); `null` otherwise.
+    pub action: Option<String>,
+    /// For `action`: the attempts made so far; `null` otherwise.
+    pub attempts: Option<u32>,
 }
 
 /// One object's trace, as `followthrough trace OBJECT --json` prints it, with epoch
@@ -180,25 +186,20 @@ pub async fn object(
             format!("followthrough has no record of {object}"),
         ));
     };
-    Ok(axum::Json(from_trace(&object, trace, &state)))
+    Ok(axum::Json(from_trace(&object, trace)))
 }
 
-fn from_trace(object: &ObjectRef, trace: trace::Trace, state: &AppState) -> ObjectTrace {
+fn from_trace(object: &ObjectRef, trace: trace::Trace) -> ObjectTrace {
+    // `trace::build` already redacted the current values (`privacy.redact_properties`),
+    // as the journal was redacted when written: what `followthrough trace` shows.
     let traced = trace.object;
-    // The journal was redacted as it was written; current values were not (the engine
-    // needs them), so they are redacted here, on the way out.
-    let properties = traced
-        .properties
-        .iter()
-        .map(|(name, value)| (name.clone(), state.redactor.value(name, value)))
-        .collect();
     ObjectTrace {
         object: TracedObject {
             reference: object.to_string(),
-            source: object.source.clone(),
-            object_type: object.object_type.clone(),
-            id: object.id.clone(),
-            properties,
+            source: traced.source,
+            object_type: traced.object_type,
+            id: traced.id,
+            properties: traced.properties,
             first_seen_at: traced.first_seen_at,
             deleted_at: traced.deleted_at,
         },
@@ -217,15 +218,13 @@ fn from_trace(object: &ObjectRef, trace: trace::Trace, state: &AppState) -> Obje
             .upcoming
             .into_iter()
             .map(|next| Upcoming {
-                due_at_ms: next
-                    .due_at
-                    .parse::<jiff::Timestamp>()
-                    .ok()
-                    .map(|at| at.as_millisecond()),
                 due_at: next.due_at,
+                due_at_ms: next.due_at_ms.as_millis(),
                 run_id: next.run_id,
                 rule_id: next.rule_id,
                 kind: next.kind,
+                action: next.action,
+                attempts: next.attempts,
             })
             .collect(),
     }
