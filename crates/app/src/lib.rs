@@ -15,3 +15,4 @@ pub mod rules_handle;
 pub mod server;
 pub mod telemetry;
 pub mod trace;
+pub mod ui;

@@ -107,6 +107,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/webhooks/hubspot", post(ingest::hubspot::receive))
+        .merge(crate::ui::router())
         .fallback(api_error::not_found)
         .method_not_allowed_fallback(api_error::method_not_allowed)
         .with_state(state)
