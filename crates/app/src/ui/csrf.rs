@@ -70,10 +70,11 @@ fn refused() -> UiError {
 /// Whether the request's `Origin` and `Sec-Fetch-Site` allow it to change anything.
 pub fn same_origin(headers: &HeaderMap, public_url: &url::Url) -> bool {
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(site) = header("sec-fetch-site") {
-        if site != "same-origin" && site != "none" {
-            return false;
-        }
+    if let Some(site) = header("sec-fetch-site")
+        && site != "same-origin"
+        && site != "none"
+    {
+        return false;
     }
     let Some(origin) = header(header::ORIGIN.as_str()) else {
         // Older browsers and non-browser clients send none; the token still guards.

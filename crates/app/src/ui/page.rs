@@ -5,13 +5,16 @@ use std::sync::LazyLock;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use minijinja::Environment;
+use minijinja::{Environment, UndefinedBehavior};
 
 /// The templates, compiled once. A constant built from `include_str!`, not state: a
 /// static keeps `UiError` renderable without threading the environment through every
 /// handler.
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
+    // Printing a value the handler did not pass is a bug, not an empty cell; `if` tests
+    // on optional values (`flash`, `chrome`) still work.
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
     // The `.html` names turn on minijinja's HTML auto-escaping for every value.
     for (name, source) in [
         ("base.html", include_str!("templates/base.html")),

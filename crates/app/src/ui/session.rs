@@ -8,7 +8,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -114,6 +114,10 @@ impl FromRequestParts<AppState> for Session {
         cookie(&parts.headers, SESSION_COOKIE)
             .and_then(|value| verify(&state.admin, value, now))
             .ok_or_else(|| {
+                // Only a page can be come back to: a POST's address has no GET.
+                if parts.method != Method::GET {
+                    return Redirect::to("/ui/login").into_response();
+                }
                 let here = parts
                     .uri
                     .path_and_query()

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use followthrough_store::Store as _;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{TestApp, example_rule, spawn_app_with, spawn_app_with_rules};
 
 pub const ADMIN_TOKEN: &str = "ft_console-test-token-0123456789";
 
@@ -130,6 +131,7 @@ async fn every_console_page_sends_a_visitor_without_a_session_to_the_login_form(
         .await
         .unwrap();
     assert_eq!(replay.status(), StatusCode::SEE_OTHER);
+    assert_eq!(replay.headers()[LOCATION], "/ui/login");
     let login = get(&app, "/ui/login", None).await;
     assert_eq!(login.status(), StatusCode::OK);
     assert!(login.text().await.unwrap().contains(r#"type="password""#));
@@ -329,4 +331,68 @@ async fn page_text_is_escaped() {
         "{html}"
     );
     assert!(!html.contains("<script>"));
+}
+
+#[tokio::test]
+async fn a_replay_is_journaled_once_and_a_second_press_changes_nothing() {
+    let rules = [example_rule("new-sql-gets-a-call.yaml")];
+    let app = spawn_app_with_rules(&rules, &console_config("")).await;
+    crate::ui_browser::lead_with_a_dead_letter(&app).await;
+    let letter = app.store.dead_letters(false).await.unwrap().remove(0);
+    let session = value_of(&sign_in(&app).await);
+    let page = get(
+        &app,
+        &format!("/ui/dead-letters/{}", letter.id),
+        Some(&session),
+    )
+    .await;
+    let csrf = csrf_field(&page.text().await.unwrap());
+    let press = || async {
+        client()
+            .post(app.url(&format!("/ui/dead-letters/{}/replay", letter.id)))
+            .header(COOKIE, format!("ft_session={session}"))
+            .form_body(&[("csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = press().await;
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    let flash = set_cookie(&first, "ft_flash").unwrap();
+    assert!(
+        flash.starts_with(&format!("ft_flash=replayed-{};", letter.id)),
+        "{flash}"
+    );
+    let second = press().await;
+    let flash = set_cookie(&second, "ft_flash").unwrap();
+    assert!(
+        flash.starts_with(&format!("ft_flash=already-{};", letter.id)),
+        "{flash}"
+    );
+
+    let replays = app
+        .store
+        .journal_for(&letter.job.object)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.detail["outcome"] == "replayed")
+        .count();
+    assert_eq!(replays, 1);
+    // The page the redirect leads to shows the message once, then clears it.
+    let shown = client()
+        .get(app.url(&format!("/ui/dead-letters/{}", letter.id)))
+        .header(
+            COOKIE,
+            format!("ft_session={session}; ft_flash=replayed-{}", letter.id),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        set_cookie(&shown, "ft_flash")
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert!(shown.text().await.unwrap().contains("was replayed"));
 }

@@ -84,7 +84,7 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--window-size=1280,1000",
+        "--window-size=1280,1300",
     ]
     .map(str::to_owned)
     .into_iter()
@@ -113,6 +113,20 @@ async fn screenshot(browser: &Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
+/// Waits until the browser shows `path`: a submit returns when the click is done, which
+/// may be before the next page has loaded.
+async fn wait_for_path(browser: &Client, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = browser.current_url().await.unwrap();
+        if url.path() == path {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still at {url}, expected {path}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn text_of(browser: &Client, css: &str) -> String {
     browser
         .find(Locator::Css(css))
@@ -124,8 +138,9 @@ async fn text_of(browser: &Client, css: &str) -> String {
 }
 
 /// A contact that became an SQL while HubSpot does not know it: the task's association
-/// is refused (400), so the action lands in the dead letters.
-async fn lead_with_a_dead_letter(app: &TestApp) {
+/// is refused (400), so the action lands in the dead letters. Its activity also starts
+/// a lead-gone-cold wait.
+pub async fn lead_with_a_dead_letter(app: &TestApp) {
     app.hubspot.add_owner(FakeOwner {
         id: "882761034".into(),
         email: "sam@example.com".into(),
@@ -139,6 +154,15 @@ async fn lead_with_a_dead_letter(app: &TestApp) {
         property_change(2, "contact", 501, at, "email", "jo@example.com"),
         property_change(3, "contact", 501, at, "hubspot_owner_id", "882761034"),
         property_change(4, "contact", 501, at, "lifecyclestage", "lead"),
+        // Activity: lead-gone-cold starts its 14-day wait (a timer on the page).
+        property_change(
+            6,
+            "contact",
+            501,
+            at,
+            "notes_last_contacted",
+            &at.to_string()
+        ),
     ]);
     assert_eq!(app.post_hubspot(&first.to_string()).await.status(), 200);
     app.settle().await;
@@ -183,12 +207,16 @@ async fn in_a_browser_an_operator_signs_in_finds_a_lead_and_replays_its_dead_let
     form.submit().await.unwrap();
 
     // The overview: one dead letter waiting, three rules loaded.
-    assert_eq!(browser.current_url().await.unwrap().path(), "/ui/");
+    wait_for_path(&browser, "/ui/").await;
     let glance = text_of(&browser, "table.figures").await;
     assert!(glance.contains("Dead letters waiting 1"), "{glance}");
-    assert!(glance.contains("Rules loaded 3"), "{glance}");
     assert!(
-        glance.contains("Webhook events accepted, last 15 minutes 5"),
+        glance.contains("Rules loaded 3, 1 run under way"),
+        "{glance}"
+    );
+    assert!(glance.contains("Timers pending 1"), "{glance}");
+    assert!(
+        glance.contains("Webhook events accepted, last 15 minutes 6"),
         "{glance}"
     );
     screenshot(&browser, "overview").await;
@@ -197,10 +225,7 @@ async fn in_a_browser_an_operator_signs_in_finds_a_lead_and_replays_its_dead_let
     let search = browser.form(Locator::Css("form.search")).await.unwrap();
     search.set_by_name("q", "jo@example.com").await.unwrap();
     search.submit().await.unwrap();
-    assert_eq!(
-        browser.current_url().await.unwrap().path(),
-        "/ui/objects/hubspot:contact:501"
-    );
+    wait_for_path(&browser, "/ui/objects/hubspot:contact:501").await;
     assert_eq!(text_of(&browser, "h1").await, "hubspot:contact:501");
     let properties = text_of(&browser, "section[aria-labelledby=props]").await;
     assert!(
@@ -216,6 +241,11 @@ async fn in_a_browser_an_operator_signs_in_finds_a_lead_and_replays_its_dead_let
     ] {
         assert!(timeline.contains(expected), "{expected} in {timeline}");
     }
+    let next = text_of(&browser, "section[aria-labelledby=next]").await;
+    assert!(
+        next.contains("lead-gone-cold") && next.contains("wakes up"),
+        "{next}"
+    );
     screenshot(&browser, "timeline").await;
 
     browser.goto(&app.url("/ui/rules")).await.unwrap();
@@ -245,8 +275,17 @@ async fn in_a_browser_an_operator_signs_in_finds_a_lead_and_replays_its_dead_let
         .click()
         .await
         .unwrap();
+    wait_for_path(&browser, &format!("/ui/dead-letters/{}", letter.id)).await;
     assert!(text_of(&browser, "main").await.contains("Last status 400"));
     screenshot(&browser, "dead-letter").await;
+    // Some minutes later, the operator fixes the cause (HubSpot now knows the
+    // contact), then replays.
+    app.clock.advance(Duration::from_secs(300));
+    app.hubspot.set_object(
+        "contact",
+        "501",
+        [("firstname".to_owned(), "Jo".to_owned())].into(),
+    );
     browser
         .form(Locator::Css("form.replay"))
         .await
@@ -254,7 +293,16 @@ async fn in_a_browser_an_operator_signs_in_finds_a_lead_and_replays_its_dead_let
         .submit()
         .await
         .unwrap();
-    let flash = text_of(&browser, "p.flash").await;
+    // Back on the same address: wait for the message instead.
+    let flash = browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("p.flash"))
+        .await
+        .expect("a message after the replay")
+        .text()
+        .await
+        .unwrap();
     assert!(
         flash.contains(&format!("Dead letter {} was replayed", letter.id)),
         "{flash}"
@@ -272,6 +320,22 @@ async fn in_a_browser_an_operator_signs_in_finds_a_lead_and_replays_its_dead_let
     let by = row.detail["by"].as_str().unwrap();
     assert!(by.starts_with("the web console (token "), "{by}");
     assert!(!by.contains(ADMIN_TOKEN));
+    // ...and the action, back in the outbox, reaches HubSpot this time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.hubspot.tasks().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the replayed task never reached HubSpot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    browser
+        .goto(&app.url("/ui/dead-letters?all=true"))
+        .await
+        .unwrap();
+    let list = text_of(&browser, "main table").await;
+    assert!(list.contains("Replayed"), "{list}");
+    screenshot(&browser, "dead-letters-after").await;
 
     browser.close().await.unwrap();
 }

@@ -40,6 +40,8 @@ struct Letter {
     object_href: String,
     kind: String,
     message: String,
+    /// The message on one line, cut short, for the list.
+    short_message: String,
     last_status: Option<u16>,
     last_response: Option<String>,
     attempts: u32,
@@ -66,6 +68,7 @@ impl Letter {
             object_href: object_href(&job.object),
             kind: letter.reason.kind.clone(),
             message: letter.reason.message.clone(),
+            short_message: short(&letter.reason.message),
             last_status: letter.reason.last_status,
             last_response: letter.reason.last_response.clone(),
             attempts: letter.attempts,
@@ -178,6 +181,18 @@ pub async fn replay(
         ),
     );
     Ok(response)
+}
+
+/// `message` on one line, at most [`SHORT`] characters.
+fn short(message: &str) -> String {
+    const SHORT: usize = 90;
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= SHORT {
+        return line;
+    }
+    let mut cut: String = line.chars().take(SHORT - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// The letter named by the path, or the page that says why not.
