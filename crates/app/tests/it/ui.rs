@@ -396,3 +396,14 @@ async fn a_replay_is_journaled_once_and_a_second_press_changes_nothing() {
     );
     assert!(shown.text().await.unwrap().contains("was replayed"));
 }
+
+#[tokio::test]
+async fn without_a_configured_token_the_login_form_says_the_console_is_closed() {
+    let app = spawn_app_with("").await;
+    let (nonce, csrf) = login_form(&app).await;
+    let page = get(&app, "/ui/login", None).await.text().await.unwrap();
+    assert!(page.contains("No admin token is configured"), "{page}");
+    let response = post_login(&app, &nonce, &csrf, "anything").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&response, "ft_session").is_none());
+}
