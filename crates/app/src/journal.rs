@@ -8,28 +8,50 @@ use serde_json::{Value, json};
 
 pub const REDACTED: &str = "[redacted]";
 
-/// Replaces the values of personal-data properties before they are journaled or logged.
+/// Keeps personal data out of the journal: replaces the values of personal-data
+/// properties, and (with `patterns`) scrubs email addresses and phone numbers from every
+/// text a journal row carries ([`crate::privacy`]).
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     properties: HashSet<String>,
+    patterns: bool,
 }
 
 impl Redactor {
-    pub fn new(properties: impl IntoIterator<Item = String>) -> Self {
+    pub fn new(properties: impl IntoIterator<Item = String>, patterns: bool) -> Self {
         Self {
             properties: properties
                 .into_iter()
                 .map(|p| p.to_ascii_lowercase())
                 .collect(),
+            patterns,
         }
     }
 
+    /// The last step before journal rows are written: scrubs their summaries and every
+    /// string in their details, unless `privacy.redact_patterns` is off.
+    pub fn seal(&self, entries: &mut [JournalEntry]) {
+        if !self.patterns {
+            return;
+        }
+        for entry in entries {
+            if let std::borrow::Cow::Owned(summary) = crate::privacy::scrub_text(&entry.summary) {
+                entry.summary = summary;
+            }
+            crate::privacy::scrub_value(&mut entry.detail);
+        }
+    }
+
+    /// A property's value as the journal, the trace and the console show it.
     pub fn value(&self, property: &str, value: &Value) -> Value {
         if self.properties.contains(&property.to_ascii_lowercase()) && !value.is_null() {
-            Value::from(REDACTED)
-        } else {
-            value.clone()
+            return Value::from(REDACTED);
         }
+        let mut shown = value.clone();
+        if self.patterns {
+            crate::privacy::scrub_value(&mut shown);
+        }
+        shown
     }
 }
 
@@ -81,6 +103,7 @@ pub fn event_applied(at: Timestamp, event: &Event, redactor: &Redactor) -> Journ
         "kind": event.kind.name(),
         "occurred_at": event.occurred_at.to_rfc3339(),
         "change_source": event.change_source,
+        "outcome": "applied",
     });
     let summary = match &event.kind {
         EventKind::PropertyChange { property, value } => {

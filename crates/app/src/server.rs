@@ -51,6 +51,8 @@ pub struct AppState {
     pub admin: Arc<AdminAccess>,
     /// When this process started serving.
     pub started_at: followthrough_core::Timestamp,
+    /// Scrubs what the server journals itself (a rejected webhook's reason).
+    pub redactor: Redactor,
 }
 
 /// The admin API's and the console's access settings.
@@ -106,11 +108,13 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/webhooks/hubspot", post(ingest::hubspot::receive))
         .merge(crate::ui::router())
         .fallback(api_error::not_found)
         .method_not_allowed_fallback(api_error::method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::metrics::observe_request))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -166,6 +170,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         rules,
         crm,
     } = services;
+    crate::metrics::install();
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -197,6 +202,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         outbox: outbox.clone(),
         admin: Arc::new(admin_access(&config)),
         started_at: clock.now(),
+        redactor: redactor(&config),
     };
     let engine_config = &config.config.engine;
     let outbox_wake = Arc::new(Notify::new());
@@ -205,7 +211,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         clock: Arc::clone(&clock),
         rules: Arc::clone(&rules),
         calendar: config.config.rules.calendar()?,
-        redactor: Redactor::new(config.config.privacy.redact_properties.iter().cloned()),
+        redactor: redactor(&config),
         hydrator: Hydrator {
             crm,
             max_age_ms: clamp_ms(engine_config.context_max_age_ms),
@@ -226,6 +232,26 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
     }
     let outbox_stop = CancellationToken::new();
     let outbox = tokio::spawn(outbox.run(outbox_wake, outbox_stop.clone()));
+    let background_stop = CancellationToken::new();
+    let mut background = Vec::new();
+    let privacy = &config.config.privacy;
+    if privacy.retention_days > 0 {
+        let retention = crate::retention::Retention {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            keep: Duration::from_secs(privacy.retention_days.saturating_mul(24 * 3600)),
+            every: Duration::from_millis(privacy.prune_interval_ms.max(1)),
+        };
+        background.push(tokio::spawn(retention.run(background_stop.clone())));
+    }
+    if let Some(watcher) = crate::alerts::Watcher::from_config(
+        &config,
+        Arc::clone(&store),
+        Arc::clone(&clock),
+        state.outbox.clone(),
+    )? {
+        background.push(tokio::spawn(watcher.run(background_stop.clone())));
+    }
     let engine_stop = CancellationToken::new();
     let (reloaded, reloads) = tokio::sync::mpsc::unbounded_channel();
     let reloader = spawn_sighup_reloader(rules, engine_stop.clone(), move |outcome| {
@@ -261,6 +287,10 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
                 "in-flight requests did not finish in time"
             );
         }
+        background_stop.cancel();
+        for task in background {
+            let _ = task.await;
+        }
         engine_stop.cancel();
         let _ = engine.await;
         // After the engine: jobs it queued last are still claimed if due; calls in
@@ -277,6 +307,15 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         shutdown,
         handle,
     })
+}
+
+/// The journal's redactor, as `privacy` configures it.
+pub fn redactor(config: &Validated) -> Redactor {
+    let privacy = &config.config.privacy;
+    Redactor::new(
+        privacy.redact_properties.iter().cloned(),
+        privacy.redact_patterns,
+    )
 }
 
 fn admin_access(config: &Validated) -> AdminAccess {

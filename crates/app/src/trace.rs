@@ -19,14 +19,23 @@ pub struct Trace {
     pub upcoming: Vec<Upcoming>,
 }
 
-/// A pending timer of one of the object's runs.
+/// What will happen to the object next: a pending timer of one of its runs, or an
+/// action waiting in the outbox.
 #[derive(Debug, Serialize)]
 pub struct Upcoming {
     pub due_at: String,
+    #[serde(skip)]
+    pub due_at_ms: Timestamp,
     pub run_id: String,
     pub rule_id: String,
-    /// `wait` (the run goes on) or `wait_for_timeout` (its `on_timeout` branch runs).
+    /// `wait` (the run goes on), `wait_for_timeout` (its `on_timeout` branch runs),
+    /// `lookup` (a lookup's answer resumes it), or `action` (an outbox job is due).
     pub kind: String,
+    /// For `action`: which one (`create_task`...) and the attempts made so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,12 +112,13 @@ pub async fn build(
     // Stable: receipts come before what was done with them at the same millisecond.
     timeline.sort_by_key(|entry| entry.at_ms);
     let runs = store.runs_for(object).await?;
-    let upcoming = store
+    let mut upcoming: Vec<Upcoming> = store
         .timers_for(object)
         .await?
         .into_iter()
         .map(|timer| Upcoming {
             due_at: timer.due_at.to_rfc3339(),
+            due_at_ms: timer.due_at,
             rule_id: runs
                 .iter()
                 .find(|run| run.run_id == timer.run_id)
@@ -116,11 +126,35 @@ pub async fn build(
                 .unwrap_or_default(),
             run_id: timer.run_id.to_string(),
             kind: timer.kind,
+            action: None,
+            attempts: None,
         })
         .collect();
+    let pending_jobs = store
+        .outbox_for(object)
+        .await?
+        .into_iter()
+        .filter(|entry| entry.status == followthrough_store::JobStatus::Pending);
+    upcoming.extend(pending_jobs.map(|entry| Upcoming {
+        due_at: entry.job.next_at.to_rfc3339(),
+        due_at_ms: entry.job.next_at,
+        run_id: entry.job.run_id.to_string(),
+        rule_id: entry.job.rule_id.clone(),
+        kind: "action".into(),
+        action: Some(entry.job.action.clone()),
+        attempts: Some(entry.attempts),
+    }));
+    upcoming.sort_by_key(|next| next.due_at_ms);
     let (properties, first_seen_at, deleted_at) = match &state {
         Some(state) => (
-            state.values(),
+            state
+                .values()
+                .into_iter()
+                .map(|(name, value)| {
+                    let shown = redactor.value(&name, &value);
+                    (name, shown)
+                })
+                .collect(),
             Some(state.first_seen_at.to_rfc3339()),
             state.deleted_at.map(Timestamp::to_rfc3339),
         ),
@@ -147,6 +181,29 @@ fn timeline_entry(entry: JournalEntry) -> TimelineEntry {
         kind: entry.kind.as_str().into(),
         summary: entry.summary,
         detail: entry.detail,
+    }
+}
+
+impl Upcoming {
+    /// One line: what will happen.
+    pub fn describe(&self) -> String {
+        match (self.kind.as_str(), &self.action) {
+            ("action", Some(action)) => {
+                let tried = match self.attempts {
+                    Some(0) | None => String::new(),
+                    Some(n) => format!(" (tried {n} time{})", if n == 1 { "" } else { "s" }),
+                };
+                format!(
+                    "action {action} of run {} (rule {}) is due{tried}",
+                    self.run_id, self.rule_id
+                )
+            }
+            ("wait_for_timeout", _) => format!(
+                "run {} of rule {} gives up waiting (on_timeout)",
+                self.run_id, self.rule_id
+            ),
+            _ => format!("run {} of rule {} wakes up", self.run_id, self.rule_id),
+        }
     }
 }
 
@@ -180,16 +237,7 @@ impl Trace {
         if !self.upcoming.is_empty() {
             let _ = writeln!(out, "\nnext:");
             for next in &self.upcoming {
-                let what = if next.kind == "wait_for_timeout" {
-                    "gives up waiting (on_timeout)"
-                } else {
-                    "wakes up"
-                };
-                let _ = writeln!(
-                    out,
-                    "  {}  run {} of rule {} {what}",
-                    next.due_at, next.run_id, next.rule_id
-                );
+                let _ = writeln!(out, "  {}  {}", next.due_at, next.describe());
             }
         }
         out

@@ -8,6 +8,7 @@ mod ingest;
 mod load;
 mod mix;
 mod outbox;
+mod peer;
 mod proc;
 mod server;
 mod timers;
@@ -89,6 +90,26 @@ enum Scenario {
         #[arg(long, default_value_t = 2_000)]
         batch_size: usize,
     },
+    /// The peer comparison's workload (webhook -> condition -> HTTP request to a local
+    /// sink on 127.0.0.1:9999), against followthrough (started here) or a running n8n
+    /// (`--n8n-url`, `--n8n-pid`); `bench/peers/n8n/compare.sh` runs both. Quick mode:
+    /// --duration 10s.
+    Peer {
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        duration: Duration,
+        /// How long to wait after the load for the sink to receive what was accepted.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        drain: Duration,
+        /// Measure n8n's workflow webhook at this URL instead of followthrough.
+        #[arg(long)]
+        n8n_url: Option<String>,
+        /// n8n's process id, for its CPU time and peak RSS.
+        #[arg(long)]
+        n8n_pid: Option<u32>,
+    },
     /// Perform queued `create_task` jobs through the outbox workers and the HubSpot
     /// connector against a local fake HubSpot that answers at once, in process on a
     /// temporary SQLite file. Quick mode: --count 20000.
@@ -130,7 +151,8 @@ report!(
     ingest::Report,
     end_to_end::Report,
     timers::Report,
-    outbox::Report
+    outbox::Report,
+    peer::Report
 );
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -222,6 +244,26 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?,
         ),
+        Scenario::Peer {
+            connections,
+            duration,
+            drain,
+            n8n_url,
+            n8n_pid,
+        } => {
+            let target = match n8n_url {
+                Some(url) => peer::Target::N8n { url, pid: n8n_pid },
+                None => peer::Target::Followthrough {
+                    binary: &cli.binary,
+                },
+            };
+            let options = peer::Options {
+                connections,
+                duration,
+                drain,
+            };
+            Box::new(peer::run(target, options).await?)
+        }
     };
     println!("{}", report.table());
     if let Some(path) = cli.json {

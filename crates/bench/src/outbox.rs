@@ -121,6 +121,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         policy: RetryPolicy::default(),
         limiter: RateLimiter::default(),
         teams: Teams::default(),
+        redactor: followthrough::journal::Redactor::new([], true),
         lease: Duration::from_secs(60),
         claim_batch: options.claim_batch,
         poll: Duration::from_millis(500),

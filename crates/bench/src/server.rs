@@ -141,22 +141,7 @@ impl Server {
 
     /// User + system CPU time consumed so far.
     pub fn cpu_time(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ')'.
-        let clock_ticks = 100; // sysconf(_SC_CLK_TCK) is 100 on Linux x86_64
-        Duration::from_millis((ticks(11) + ticks(12)) * 1000 / clock_ticks)
+        cpu_time_of(self.child.id())
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -171,7 +156,27 @@ impl Server {
     }
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
+/// User + system CPU time process `pid` consumed so far (0 if it is gone).
+pub fn cpu_time_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ')'.
+    let clock_ticks = 100; // sysconf(_SC_CLK_TCK) is 100 on Linux x86_64
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / clock_ticks)
+}
+
+/// A `/proc/<pid>/status` field in KiB (0 if the process is gone).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

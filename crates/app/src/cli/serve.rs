@@ -15,7 +15,11 @@ use followthrough_connectors::hubspot::HubSpotReader;
 use followthrough_rules::print_diagnostics;
 
 pub fn run(config: Validated) -> anyhow::Result<ExitCode> {
-    telemetry::init(config.config.log.format, &config.config.log.level);
+    telemetry::init(
+        config.config.log.format,
+        &config.config.log.level,
+        config.config.privacy.redact_patterns,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -8,7 +8,6 @@ use followthrough_store::Store as _;
 use followthrough_store_sqlite::SqliteStore;
 
 use crate::config::Validated;
-use crate::journal::Redactor;
 use crate::trace;
 
 pub fn run(config: Validated, object: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -28,7 +27,7 @@ pub fn run(config: Validated, object: &str, json: bool) -> anyhow::Result<ExitCo
             .ready()
             .await
             .context("the store is not ready; run `followthrough migrate`")?;
-        let redactor = Redactor::new(config.config.privacy.redact_properties.clone());
+        let redactor = crate::server::redactor(&config);
         let Some(trace) = trace::build(&store, &object, &redactor).await? else {
             eprintln!("{object}: followthrough has no record of this object");
             return Ok(ExitCode::from(1));

@@ -35,7 +35,19 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub api: ApiConfig,
     pub privacy: PrivacyConfig,
+    pub alerts: AlertsConfig,
     pub log: LogConfig,
+}
+
+/// `[alerts]`: where and when to tell a person (see `crate::alerts`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    pub slack_channel: String,
+    pub webhook_url: String,
+    pub check_interval_ms: u64,
+    pub repeat_after_ms: u64,
+    pub outbox_age_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +194,13 @@ pub struct ApiConfig {
 #[serde(deny_unknown_fields)]
 pub struct PrivacyConfig {
     pub redact_properties: Vec<String>,
+    /// Scrub email addresses and phone numbers from all journal text and log lines.
+    pub redact_patterns: bool,
+    /// Journal rows and applied events' payloads older than this are deleted (0: kept
+    /// forever).
+    pub retention_days: u64,
+    /// How often the server looks for rows past the retention.
+    pub prune_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -353,6 +372,7 @@ impl Config {
         let (admin_tokens, plain_admin_tokens) =
             crate::auth::AdminTokens::from_config(&self.api.tokens)
                 .map_err(|error| invalid("api.tokens", error.to_string()))?;
+        self.validate_alerts()?;
         if self.api.session_ms == 0 {
             return Err(invalid("api.session_ms", "must be more than 0"));
         }
@@ -369,6 +389,41 @@ impl Config {
             store_path,
             config: self,
         })
+    }
+}
+
+impl Config {
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        let alerts = &self.alerts;
+        if alerts.check_interval_ms == 0 {
+            return Err(invalid("alerts.check_interval_ms", "must be more than 0"));
+        }
+        let webhook = alerts.webhook_url.trim();
+        if !webhook.is_empty() {
+            let url = Url::parse(webhook).ok();
+            if !url.is_some_and(|u| matches!(u.scheme(), "http" | "https")) {
+                // Not echoed: a webhook URL's path is its credential.
+                return Err(invalid("alerts.webhook_url", "is not an http(s) URL"));
+            }
+            return Ok(());
+        }
+        let channel = alerts.slack_channel.trim();
+        if channel.is_empty() {
+            return Ok(());
+        }
+        let slack = &self.connectors.slack;
+        let token = slack
+            .token()
+            .map_err(|e| invalid("connectors.slack.token_file", e.to_string()))?;
+        if token.expose_secret().is_empty() && !slack.webhooks.contains_key(channel) {
+            return Err(invalid(
+                "alerts.slack_channel",
+                format!(
+                    "`{channel}` needs connectors.slack.token or a connectors.slack.webhooks entry for it"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

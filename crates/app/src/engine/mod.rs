@@ -214,11 +214,20 @@ impl Engine {
         let store = Arc::clone(&self.parts.store);
         let outbox_wake = Arc::clone(&self.parts.outbox_wake);
         let queued_jobs = !unit.outbox.is_empty();
+        let redactor = self.parts.redactor.clone();
         self.in_flight = Some(InFlight {
+            // Sealing and tallying here, off the engine's path: the next batch is
+            // prepared while this one is scrubbed and committed.
             commit: tokio::spawn(async move {
+                let mut unit = unit;
+                redactor.seal(&mut unit.journal);
+                let tally = crate::metrics::Tally::of(&unit.journal).applied(unit.applied.len());
                 let committed = store.apply(unit).await;
-                if committed.is_ok() && queued_jobs {
-                    outbox_wake.notify_waiters();
+                if committed.is_ok() {
+                    tally.record();
+                    if queued_jobs {
+                        outbox_wake.notify_waiters();
+                    }
                 }
                 committed
             }),
@@ -536,7 +545,10 @@ impl Engine {
         }
         let count = unit.runs.len();
         if count > 0 {
+            self.parts.redactor.seal(&mut unit.journal);
+            let tally = crate::metrics::Tally::of(&unit.journal);
             self.parts.store.apply(unit).await?;
+            tally.record();
         }
         Ok(count)
     }

@@ -42,6 +42,22 @@ pub fn redacted_trace(trace: &ConditionTrace, redactor: &Redactor) -> Value {
     json!({ "expression": trace.expression, "inputs": inputs, "result": trace.result })
 }
 
+/// The values that decided a condition, for the summary: what a person reading the
+/// trace asks first. ` [object.lead_score = 12]`, or nothing without inputs.
+fn inputs_shown(redacted: &Value) -> String {
+    redacted["inputs"]
+        .as_object()
+        .filter(|inputs| !inputs.is_empty())
+        .map(|inputs| {
+            let shown: Vec<String> = inputs
+                .iter()
+                .map(|(path, value)| format!("{path} = {value}"))
+                .collect();
+            format!(" [{}]", shown.join(", "))
+        })
+        .unwrap_or_default()
+}
+
 pub fn rule_evaluated(
     at: Timestamp,
     rule: &Rule,
@@ -60,20 +76,7 @@ pub fn rule_evaluated(
         }
     };
     let guard = guard.as_ref().map(|g| redacted_trace(g, redactor));
-    // The values that decided it, in the summary too: what a person reading the trace
-    // asks first.
-    let inputs = guard
-        .as_ref()
-        .and_then(|g| g["inputs"].as_object())
-        .filter(|inputs| !inputs.is_empty())
-        .map(|inputs| {
-            let shown: Vec<String> = inputs
-                .iter()
-                .map(|(path, value)| format!("{path} = {value}"))
-                .collect();
-            format!(" [{}]", shown.join(", "))
-        })
-        .unwrap_or_default();
+    let inputs = guard.as_ref().map(inputs_shown).unwrap_or_default();
     entry(
         at,
         object,
@@ -151,17 +154,20 @@ pub fn condition(
         Some(false) => "false",
         None => "an error",
     };
+    let condition = redacted_trace(trace, redactor);
     entry(
         at,
         &state.object,
         JournalKind::Run,
         format!(
-            "run {} {step}: `{}` is {result}",
-            state.run_id, trace.expression
+            "run {} {step}: `{}` is {result}{}",
+            state.run_id,
+            trace.expression,
+            inputs_shown(&condition)
         ),
         json!({
             "run_id": state.run_id, "rule_id": state.rule_id, "step": step,
-            "outcome": "condition", "condition": redacted_trace(trace, redactor),
+            "outcome": "condition", "condition": condition,
         }),
     )
 }

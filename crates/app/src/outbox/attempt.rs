@@ -195,6 +195,9 @@ async fn finish(
     } else {
         Vec::new()
     };
+    let mut journal = journal;
+    parts.redactor.seal(&mut journal);
+    let tally = crate::metrics::Tally::of(&journal);
     let recorded = parts
         .store
         .record_attempt(AttemptRecord {
@@ -206,6 +209,9 @@ async fn finish(
             timers,
         })
         .await?;
+    if recorded {
+        tally.record();
+    }
     if recorded && wakes_run {
         parts.engine_wake.notify_one();
     }

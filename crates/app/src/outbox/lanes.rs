@@ -101,6 +101,7 @@ pub fn build(
         policy: outbox.retry_policy(),
         limiter: RateLimiter::default(),
         teams,
+        redactor: crate::server::redactor(config),
         lease: Duration::from_millis(outbox.lease_ms),
         claim_batch: outbox.claim_batch,
         poll: Duration::from_millis(outbox.poll_ms),

@@ -73,6 +73,8 @@ pub struct OutboxParts {
     pub policy: RetryPolicy,
     pub limiter: RateLimiter,
     pub teams: Teams,
+    /// Scrubs the journal rows of attempts (an API error may quote a contact's email).
+    pub redactor: crate::journal::Redactor,
     pub lease: Duration,
     pub claim_batch: usize,
     pub poll: Duration,
@@ -153,10 +155,10 @@ impl Outbox {
         let now = parts.clock.now();
         let (admission, transition) = lane.circuit().admit(now);
         if let Some(transition) = transition {
-            parts
-                .store
-                .journal(vec![record::circuit(now, connector, &transition)])
-                .await?;
+            let entries = vec![record::circuit(now, connector, &transition)];
+            let tally = crate::metrics::Tally::of(&entries);
+            parts.store.journal(entries).await?;
+            tally.record();
         }
         let limit = match admission {
             Admission::WaitUntil(_) => return Ok(Vec::new()),

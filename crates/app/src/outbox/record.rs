@@ -141,69 +141,10 @@ pub(super) fn circuit(at: Timestamp, connector: &str, transition: &Transition) -
     }
 }
 
-/// Text from an API, made fit for the journal: email addresses and phone-number-like
-/// digit runs are replaced, and it is cut to 500 characters.
-///
-/// Hand-written (no regex crate in the build for two patterns): a word with an `@`
-/// between non-empty parts is an email; seven or more digits, allowing the separators
-/// of a written phone number, are a phone number.
+/// An API's error message as the journal keeps it: emails and phone numbers scrubbed
+/// (an error may quote back the task body we sent), cut to 500 characters.
 pub fn scrub(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for (i, word) in text.split(' ').enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(&scrub_word(word));
-    }
-    let phones = scrub_phones(&out);
-    phones.chars().take(500).collect()
-}
-
-fn scrub_word(word: &str) -> String {
-    let trimmed = word.trim_matches(|c: char| "\"'<>(),;:[]{}".contains(c));
-    match trimmed.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && domain.contains('.') => {
-            word.replace(trimmed, "[email]")
-        }
-        _ => word.to_owned(),
-    }
-}
-
-fn scrub_phones(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i].is_ascii_digit()
-            || (chars[i] == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
-        {
-            let start = i;
-            let mut digits = 0;
-            let mut end = i;
-            while end < chars.len()
-                && (chars[end].is_ascii_digit() || " -.()+".contains(chars[end]))
-            {
-                if chars[end].is_ascii_digit() {
-                    digits += 1;
-                }
-                end += 1;
-            }
-            // Do not swallow a trailing separator that belongs to the sentence.
-            while end > start && !chars[end - 1].is_ascii_digit() {
-                end -= 1;
-            }
-            if digits >= 7 {
-                out.push_str("[phone]");
-            } else {
-                out.extend(&chars[start..end]);
-            }
-            i = end.max(start + 1);
-        } else {
-            out.push(chars[i]);
-            i += 1;
-        }
-    }
-    out
+    crate::privacy::scrub_text(text).chars().take(500).collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod dlq;
 mod engine;
 mod helpers;
 mod ingest;
+mod observe;
 mod outbox;
 mod reload;
 mod rules_cli;

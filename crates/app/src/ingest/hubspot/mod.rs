@@ -103,6 +103,8 @@ async fn accept(
     if outcome.inserted > 0 {
         state.engine_wake.notify_one();
     }
+    crate::metrics::webhook(payload::SOURCE, "accepted");
+    crate::metrics::webhook_events(payload::SOURCE, outcome.inserted, outcome.duplicates);
     tracing::info!(
         signature = verified.version,
         inserted = outcome.inserted,
@@ -131,7 +133,8 @@ async fn reject(state: &AppState, request_id: &RequestId, error: &ApiError) {
         "hubspot webhook rejected: {}",
         error.message
     );
-    let entry = journal::webhook_rejected(
+    crate::metrics::webhook(payload::SOURCE, "rejected");
+    let mut entry = journal::webhook_rejected(
         state.clock.now(),
         payload::SOURCE,
         request_id.as_str(),
@@ -139,6 +142,7 @@ async fn reject(state: &AppState, request_id: &RequestId, error: &ApiError) {
         error.code,
         &error.message,
     );
+    state.redactor.seal(std::slice::from_mut(&mut entry));
     if let Err(store_error) = state.store.journal(vec![entry]).await {
         tracing::error!(error = %store_error, "could not journal a rejected webhook");
     }

@@ -6,15 +6,12 @@ pub mod overview;
 pub mod rules;
 pub mod search;
 
-use std::sync::LazyLock;
-
 use axum::http::{HeaderMap, header};
 use followthrough_core::ObjectRef;
 
 use super::csrf;
 use super::page::{Chrome, UiError};
 use super::session::{self, Session};
-use crate::journal::Redactor;
 use crate::server::AppState;
 
 /// The frame of a signed-in page.
@@ -39,21 +36,6 @@ pub fn object_href(object: &ObjectRef) -> String {
         }
     }
     href
-}
-
-/// The properties whose values the console hides, as the journal does.
-///
-/// `AppState` does not carry the configured `privacy.redact_properties` (the engine gets
-/// its own copy), so the console uses the defaults shipped in `config.default.toml`.
-/// A deployment that adds properties to that list is not covered until the state
-/// carries the configured redactor.
-pub fn redactor() -> &'static Redactor {
-    static REDACTOR: LazyLock<Redactor> = LazyLock::new(|| {
-        let defaults = crate::config::Config::from_defaults_and(&[])
-            .expect("the embedded default configuration parses");
-        Redactor::new(defaults.privacy.redact_properties)
-    });
-    &REDACTOR
 }
 
 /// The one-time message a POST left for the page it redirected to (a cookie, read and

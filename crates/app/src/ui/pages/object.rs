@@ -9,11 +9,20 @@ use minijinja::context;
 use minijinja::value::Serde;
 use serde::Serialize;
 
-use super::{chrome, redactor};
+use super::chrome;
 use crate::server::AppState;
 use crate::trace;
 use crate::ui::page::{UiError, render};
 use crate::ui::session::Session;
+
+/// Something that will happen, as `followthrough trace` words it.
+#[derive(Debug, Serialize)]
+struct Next {
+    due_at: String,
+    kind: String,
+    rule_id: String,
+    what: String,
+}
 
 #[derive(Debug, Serialize)]
 struct Property {
@@ -32,8 +41,8 @@ pub async fn show(
              like hubspot:contact:501; the search box also takes a bare id or an email.",
         )
     })?;
-    let redactor = redactor();
-    let Some(trace) = trace::build(state.store.as_ref(), &object, redactor).await? else {
+    // The trace hides the values of `privacy.redact_properties`, as the journal does.
+    let Some(trace) = trace::build(state.store.as_ref(), &object, &state.redactor).await? else {
         return Err(UiError::not_found(format!(
             "followthrough has never heard of {object}: no webhook, state or journal \
              entry mentions it."
@@ -43,15 +52,22 @@ pub async fn show(
         .object
         .properties
         .iter()
-        .map(|(name, value)| {
-            let shown = redactor.value(name, value);
-            Property {
-                name: name.clone(),
-                value: shown
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| shown.to_string()),
-            }
+        .map(|(name, value)| Property {
+            name: name.clone(),
+            value: value
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string()),
+        })
+        .collect();
+    let upcoming: Vec<Next> = trace
+        .upcoming
+        .iter()
+        .map(|next| Next {
+            due_at: next.due_at.clone(),
+            kind: next.kind.clone(),
+            rule_id: next.rule_id.clone(),
+            what: next.describe(),
         })
         .collect();
     Ok(render(
@@ -65,7 +81,7 @@ pub async fn show(
             deleted_at => trace.object.deleted_at,
             properties => Serde(properties),
             timeline => Serde(trace.timeline),
-            upcoming => Serde(trace.upcoming),
+            upcoming => Serde(upcoming),
         },
     ))
 }

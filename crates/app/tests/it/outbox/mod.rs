@@ -137,6 +137,7 @@ pub(super) fn hubspot_outbox_with(
         },
         limiter: RateLimiter::default(),
         teams: Teams::default(),
+        redactor: followthrough::journal::Redactor::new([], true),
         lease: Duration::from_secs(5),
         claim_batch: 128,
         poll: Duration::from_millis(50),
