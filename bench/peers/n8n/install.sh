@@ -21,14 +21,19 @@ if [ ! -x "$NODE_DIR/bin/node" ]; then
 fi
 export PATH="$NODE_DIR/bin:$PATH"
 N8N_DIR="$SCRATCH/n8n"
-if [ ! -f "$N8N_DIR/.installed" ]; then
+if [ ! -f "$N8N_DIR/.downloaded" ]; then
   echo "installing n8n $N8N_VERSION (about 12 minutes)..." >&2
   mkdir -p "$N8N_DIR"
   npm_config_nodedir="$NODE_DIR" npm install --prefix "$N8N_DIR" --ignore-scripts \
     --no-audit --no-fund "n8n@$N8N_VERSION" >&2
+  touch "$N8N_DIR/.downloaded"
+fi
+if [ ! -f "$N8N_DIR/.installed" ]; then
   echo "building sqlite3 for Node $NODE_VERSION (about 4 minutes)..." >&2
+  # node-gyp only drives the compiler: the machine's own npx runs it, against Node 24's
+  # headers.
   ( cd "$N8N_DIR/node_modules/sqlite3" && \
-    npm_config_nodedir="$NODE_DIR" "$NODE_DIR/bin/npx" --yes node-gyp rebuild --nodedir="$NODE_DIR" >&2 )
+    PATH="${PATH#*:}" npx --yes node-gyp rebuild --nodedir="$NODE_DIR" >&2 )
   touch "$N8N_DIR/.installed"
 fi
 echo "$N8N_DIR"

@@ -2,6 +2,7 @@
 //! engine, the outbox workers, and the command line. `main.rs` only calls [`cli::main`].
 
 pub mod alerts;
+pub mod api;
 pub mod api_error;
 pub mod auth;
 pub mod cli;

@@ -110,6 +110,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::scrape))
         .route("/webhooks/hubspot", post(ingest::hubspot::receive))
+        .nest(crate::api::PREFIX, crate::api::router())
         .merge(crate::ui::router())
         .fallback(api_error::not_found)
         .method_not_allowed_fallback(api_error::method_not_allowed)
