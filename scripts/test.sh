@@ -21,4 +21,5 @@ fi
 # still compile, or the next person to measure finds them broken.
 cargo check --workspace --benches --quiet
 
+scripts/install-browser.sh
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -20,3 +20,4 @@ pub mod rules_handle;
 pub mod server;
 pub mod telemetry;
 pub mod trace;
+pub mod ui;

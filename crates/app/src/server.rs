@@ -111,6 +111,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/metrics", get(crate::metrics::scrape))
         .route("/webhooks/hubspot", post(ingest::hubspot::receive))
         .nest(crate::api::PREFIX, crate::api::router())
+        .merge(crate::ui::router())
         .fallback(api_error::not_found)
         .method_not_allowed_fallback(api_error::method_not_allowed)
         .with_state(state)

@@ -12,3 +12,5 @@ mod outbox;
 mod reload;
 mod rules_cli;
 mod state;
+mod ui;
+mod ui_browser;

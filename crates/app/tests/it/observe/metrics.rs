@@ -41,6 +41,18 @@ async fn scrape(app: &TestApp) -> Scrape {
     Scrape::parse(lines).unwrap_or_else(|e| panic!("invalid exposition: {e}\n{text}"))
 }
 
+/// Scrapes until `ready` holds (at most 5 s), and returns that scrape.
+async fn scrape_until(app: &TestApp, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+    for _ in 0..250 {
+        let scraped = scrape(app).await;
+        if ready(&scraped) {
+            return scraped;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    scrape(app).await
+}
+
 /// The value of one series (counters, gauges; histograms by their count), 0 if absent.
 fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     scrape
@@ -107,7 +119,12 @@ async fn metrics_parse_and_move_as_events_flow() {
     assert_eq!(forged.status(), 401);
     app.settle().await;
 
-    let after = scrape(&app).await;
+    // Counters move right after the commit they count (a few microseconds after the
+    // rows are visible): wait for the last of them.
+    let after = scrape_until(&app, |s| {
+        value(s, "followthrough_timers_total", &[("outcome", "scheduled")]) >= 3.0
+    })
+    .await;
     let moved = |name: &str, labels: &[(&str, &str)]| {
         value(&after, name, labels) - value(&before, name, labels)
     };
@@ -160,7 +177,15 @@ async fn metrics_parse_and_move_as_events_flow() {
     // come back down.
     app.advance(std::time::Duration::from_secs(15 * 24 * 3600))
         .await;
-    let later = scrape(&app).await;
+    let fired_before = value(
+        &after,
+        "followthrough_timers_total",
+        &[("outcome", "fired")],
+    );
+    let later = scrape_until(&app, |s| {
+        value(s, "followthrough_timers_total", &[("outcome", "fired")]) >= fired_before + 3.0
+    })
+    .await;
     assert_eq!(
         value(&later, "followthrough_runs_active", &waiting),
         0.0,
