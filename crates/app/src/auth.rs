@@ -87,6 +87,14 @@ impl AdminTokens {
         found
     }
 
+    /// Whether `id` names a token still configured: a console session of a token since
+    /// removed from `api.tokens` ends at the next restart, whatever its expiry.
+    pub fn knows(&self, id: &TokenId) -> bool {
+        self.digests
+            .iter()
+            .any(|digest| hex::encode(&digest[..6]) == id.0)
+    }
+
     /// The token from an `Authorization: Bearer ...` header value, if it is ours.
     pub fn verify_bearer(&self, header: &str) -> Option<TokenId> {
         let (scheme, token) = header.trim().split_once(' ')?;

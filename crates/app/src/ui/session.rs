@@ -51,7 +51,8 @@ pub fn issue(admin: &AdminAccess, token_id: &TokenId, now: Timestamp) -> String 
     format!("{payload}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
-/// The session in `value` if its signature is ours and it has not expired at `now`.
+/// The session in `value` if its signature is ours, it has not expired at `now`, and its
+/// token is still configured.
 pub fn verify(admin: &AdminAccess, value: &str, now: Timestamp) -> Option<Session> {
     let (payload, signature) = value.rsplit_once('.')?;
     let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
@@ -66,8 +67,12 @@ pub fn verify(admin: &AdminAccess, value: &str, now: Timestamp) -> Option<Sessio
         return None;
     }
     let expires_at = Timestamp::from_millis(expires_at.parse().ok()?);
+    let token_id = TokenId(token_id.to_owned());
+    if !admin.tokens.knows(&token_id) {
+        return None;
+    }
     (now < expires_at).then(|| Session {
-        token_id: TokenId(token_id.to_owned()),
+        token_id,
         expires_at,
         value: value.to_owned(),
     })
@@ -137,9 +142,16 @@ mod tests {
 
     use super::*;
 
+    /// The id of the one token [`access`] knows.
+    fn known() -> TokenId {
+        access("any").tokens.verify("dev-token").unwrap()
+    }
+
     fn access(key: &str) -> AdminAccess {
+        let (tokens, _) =
+            crate::auth::AdminTokens::from_config(&[SecretString::from("dev-token")]).unwrap();
         AdminAccess {
-            tokens: Default::default(),
+            tokens,
             session: Duration::from_secs(60),
             session_key: SecretString::from(key),
         }
@@ -149,19 +161,32 @@ mod tests {
     fn a_session_is_valid_until_it_expires_and_only_under_its_key() {
         let admin = access("key-one");
         let now = Timestamp::from_millis(1_000_000);
-        let value = issue(&admin, &TokenId("abc123def456".into()), now);
+        let value = issue(&admin, &known(), now);
         let session = verify(&admin, &value, now).expect("fresh session");
-        assert_eq!(session.token_id.0, "abc123def456");
+        assert_eq!(session.token_id, known());
         assert!(verify(&admin, &value, Timestamp::from_millis(1_059_999)).is_some());
         assert!(verify(&admin, &value, Timestamp::from_millis(1_060_000)).is_none());
         assert!(verify(&access("key-two"), &value, now).is_none());
     }
 
     #[test]
+    fn a_session_ends_when_its_token_is_removed_from_the_configuration() {
+        let now = Timestamp::from_millis(0);
+        let value = issue(&access("key"), &known(), now);
+        let (others, _) =
+            crate::auth::AdminTokens::from_config(&[SecretString::from("another-token")]).unwrap();
+        let reconfigured = AdminAccess {
+            tokens: others,
+            ..access("key")
+        };
+        assert!(verify(&reconfigured, &value, now).is_none());
+    }
+
+    #[test]
     fn a_changed_payload_or_signature_is_refused() {
         let admin = access("key");
         let now = Timestamp::from_millis(0);
-        let value = issue(&admin, &TokenId("abc123def456".into()), now);
+        let value = issue(&admin, &known(), now);
         let (payload, signature) = value.rsplit_once('.').unwrap();
         let longer = payload.replace(".60000", ".99999999");
         assert!(verify(&admin, &format!("{longer}.{signature}"), now).is_none());
