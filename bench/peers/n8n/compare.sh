@@ -43,7 +43,15 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 curl -sf http://127.0.0.1:5678/healthz >/dev/null || { echo "n8n did not start; see $OUT/n8n.log" >&2; exit 1; }
-sleep 2  # let the workflow's webhook register
+# n8n answers /healthz before it registers the workflow's webhook (404 until then): wait
+# for the webhook itself, with an event the workflow's condition drops.
+for _ in $(seq 1 120); do
+  status=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
+    -d '{"objectId":0,"propertyValue":"probe"}' http://127.0.0.1:5678/webhook/crm-hook || true)
+  [ "$status" = "200" ] && break
+  sleep 0.5
+done
+[ "$status" = "200" ] || { echo "n8n's webhook was not registered; see $OUT/n8n.log" >&2; exit 1; }
 IDLE_KIB=$(awk '/VmRSS/ {print $2}' "/proc/$N8N_PID/status")
 
 echo "measuring n8n for $DURATION..." >&2
