@@ -1,6 +1,6 @@
 //! Who may use the admin API and the web console: bearer tokens, kept as SHA-256 digests.
 //!
-//! Tokens are random (`followthrough token new` makes 32 random bytes), so a plain
+//! Tokens are random (`followthrough token` makes 32 random bytes), so a plain
 //! SHA-256 is the right hash: a slow password hash (argon2) protects guessable secrets,
 //! and these are not guessable. The config holds `sha256:<hex>` digests, so a leaked
 //! config file does not hand out access. A token written in clear is still accepted (and

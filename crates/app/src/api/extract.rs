@@ -67,7 +67,7 @@ impl FromRequestParts<AppState> for Admin {
         let tokens = &state.admin.tokens;
         if tokens.is_empty() {
             return Err(refuse(
-                "no admin token is configured (api.tokens is empty), so the admin API refuses every request; create one with `followthrough token new`",
+                "no admin token is configured (api.tokens is empty), so the admin API refuses every request; create one with `followthrough token`",
                 false,
             ));
         }

@@ -52,7 +52,7 @@ pub fn base() -> OpenApi {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .description(Some(
-                    "A token made by `followthrough token new`, whose digest is in `api.tokens`.",
+                    "A token made by `followthrough token`, whose digest is in `api.tokens`.",
                 ))
                 .build(),
         ),
