@@ -18,6 +18,7 @@ pub mod privacy;
 pub mod retention;
 pub mod rules_handle;
 pub mod server;
+pub mod store_target;
 pub mod telemetry;
 pub mod trace;
 pub mod ui;

@@ -223,6 +223,8 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         fetch_retry_ms: clamp_ms(engine_config.fetch_retry_ms),
         own_source_ids: Arc::new(own_source_ids(&config)),
         outbox_wake: Arc::clone(&outbox_wake),
+        holder: format!("{}-{}", std::process::id(), ulid::Ulid::new()),
+        lease_ms: clamp_ms(engine_config.lease_ms),
     });
     tracing::info!(connectors = ?outbox.connectors(), "outbox workers ready");
     if config.plain_admin_tokens > 0 {

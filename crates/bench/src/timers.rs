@@ -106,6 +106,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         fetch_retry_ms: 30_000,
         own_source_ids: Arc::default(),
         outbox_wake: Arc::default(),
+        holder: "bench".into(),
+        lease_ms: 10_000,
     });
     let firing = Instant::now();
     // The engine's own loop: each batch is read and evaluated while the one before it
@@ -201,6 +203,7 @@ fn chunk(
             state: serde_json::to_value(&started.state)?,
             created_at: at,
             updated_at: at,
+            revision: 0,
         });
     }
     Ok(unit)

@@ -17,6 +17,10 @@ use sqlx::PgConnection;
 use crate::error::Result;
 
 pub(crate) async fn apply(connection: &mut PgConnection, unit: &UnitOfWork) -> Result<()> {
+    // First, so a unit prepared under leases that changed hands writes nothing.
+    if let Some(fence) = &unit.fence {
+        crate::work::check_fence(connection, fence).await?;
+    }
     touch_objects(connection, unit).await?;
     for mark in &unit.marks {
         apply_mark(connection, mark).await?;

@@ -120,10 +120,13 @@ pub(crate) async fn append(
     Ok(outcome)
 }
 
+/// Pending events in the engine's order; only those of `partitions` when given (an
+/// instance's share of the work, see `work.rs`).
 pub(crate) async fn pending_events(
     pool: &PgPool,
     now: Timestamp,
     count: usize,
+    partitions: Option<Vec<i16>>,
 ) -> Result<Vec<PendingEvent>> {
     // An object with an event deferred past `now` is skipped whole: its later events
     // must not overtake the one that waits.
@@ -133,10 +136,12 @@ pub(crate) async fn pending_events(
          LEFT JOIN inbox_deferred d ON d.seq = p.seq
          WHERE NOT EXISTS (SELECT 1 FROM inbox_deferred w
                            WHERE w.object = i.object AND w.not_before > $1)
+           AND ($3::SMALLINT[] IS NULL OR ft_partition(i.object) = ANY($3))
          ORDER BY p.occurred_at, p.seq LIMIT $2"
     ))
     .bind(now.as_millis())
     .bind(limit(count))
+    .bind(partitions)
     .fetch_all(pool)
     .await?;
     rows.iter()

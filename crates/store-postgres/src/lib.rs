@@ -47,6 +47,7 @@ mod outbox;
 mod rows;
 mod runs;
 mod store;
+mod work;
 
 use std::time::Duration;
 

@@ -2,7 +2,9 @@
 //! workers' side is [`crate::outbox`].)
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
-use followthrough_store::{DueTimer, RunRecord, TimerRecord, UnitOfWork};
+use std::collections::HashSet;
+
+use followthrough_store::{DueTimer, RunRecord, StoreError, TimerRecord, UnitOfWork};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -15,14 +17,23 @@ pub(crate) async fn apply(connection: &mut PgConnection, unit: &UnitOfWork) -> R
     // row by row, so a run that ends before another starts for its key is accepted, and
     // a second active run is refused (a unique violation, which the caller gets as
     // `StoreError::Conflict`, the whole unit rolled back).
+    //
+    // A stored run is replaced only if it is still at the revision the unit read it at
+    // (checked on the run's first write in the unit; later ones build on that write), so
+    // two instances that read one run cannot both change it: the second unit is refused
+    // whole and prepared again from what the first wrote.
+    let mut written: HashSet<&str> = HashSet::new();
     for run in &unit.runs {
-        sqlx::query(
+        let expected = written.insert(run.run_id.as_str()).then_some(run.revision);
+        let result = sqlx::query(
             "INSERT INTO runs (run_id, rule_id, rule_version, run_key, object, status, parallel,
                                reason, state_json, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (run_id) DO UPDATE SET
                  status = excluded.status, reason = excluded.reason,
-                 state_json = excluded.state_json, updated_at = excluded.updated_at",
+                 state_json = excluded.state_json, updated_at = excluded.updated_at,
+                 revision = runs.revision + 1
+             WHERE $12::BIGINT IS NULL OR runs.revision = $12",
         )
         .bind(run.run_id.as_str())
         .bind(&run.rule_id)
@@ -35,8 +46,16 @@ pub(crate) async fn apply(connection: &mut PgConnection, unit: &UnitOfWork) -> R
         .bind(run.state.to_string())
         .bind(run.created_at.as_millis())
         .bind(run.updated_at.as_millis())
+        .bind(expected)
         .execute(&mut *connection)
         .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "run {} was changed by another writer since it was read (revision {})",
+                run.run_id, run.revision
+            ))
+            .into());
+        }
     }
     if !unit.timers_cancelled.is_empty() {
         // By run and due time; the kind is not compared (the trait's contract).
@@ -129,7 +148,7 @@ pub(crate) async fn insert_timers(
 
 /// The columns [`run`] reads, in its order.
 pub(crate) const RUN_COLUMNS: &str = "run_id, rule_id, rule_version, run_key, object, status, \
-     parallel, reason, state_json, created_at, updated_at";
+     parallel, reason, state_json, created_at, updated_at, revision";
 
 /// The run statuses that count as active (a run in one of them holds its key).
 pub(crate) const ACTIVE: &str = "status IN ('new', 'running', 'waiting')";
@@ -147,6 +166,7 @@ pub(crate) fn run(row: &PgRow) -> Result<RunRecord> {
         state: rows::json(&row.try_get::<String, _>(8)?, "run state")?,
         created_at: Timestamp(row.try_get(9)?),
         updated_at: Timestamp(row.try_get(10)?),
+        revision: row.try_get(11)?,
     })
 }
 
@@ -219,18 +239,24 @@ pub(crate) async fn timers_for(pool: &PgPool, object: &ObjectRef) -> Result<Vec<
     .collect()
 }
 
+/// Due timers, oldest first; only those of `partitions` when given. A timer belongs to
+/// its run's object's partition (a timer whose run is gone, to its run id's).
 pub(crate) async fn due_timers(
     pool: &PgPool,
     now: Timestamp,
     count: usize,
+    partitions: Option<Vec<i16>>,
 ) -> Result<Vec<DueTimer>> {
     sqlx::query(
         "SELECT t.run_id, t.due_at, t.kind, r.object FROM timers t
          LEFT JOIN runs r ON r.run_id = t.run_id
-         WHERE t.due_at <= $1 ORDER BY t.due_at, t.run_id LIMIT $2",
+         WHERE t.due_at <= $1
+           AND ($3::SMALLINT[] IS NULL OR ft_partition(COALESCE(r.object, t.run_id)) = ANY($3))
+         ORDER BY t.due_at, t.run_id LIMIT $2",
     )
     .bind(now.as_millis())
     .bind(limit(count))
+    .bind(partitions)
     .fetch_all(pool)
     .await?
     .iter()

@@ -6,13 +6,14 @@ use followthrough_store::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
     JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
     PropertyHistoryEntry, Pruned, ReceivedEvent, RuleVersion, RunFilter, RunRecord, Store,
-    StoreError, StoreStats, TimerRecord, UnitOfWork,
+    StoreError, StoreStats, TimerRecord, UnitOfWork, WorkShare,
 };
 
 use crate::error::retrying;
 use crate::migrations::{self, LATEST_VERSION};
 use crate::{
     PostgresStore, admin, apply, context, dead_letters, inbox, journal, objects, outbox, runs,
+    work,
 };
 
 /// Runs `$body` with `$tx`, a new transaction on the pool, and commits it; the whole
@@ -49,7 +50,35 @@ impl Store for PostgresStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<PendingEvent>, StoreError> {
-        Ok(inbox::pending_events(self.pool()?, now, limit).await?)
+        Ok(inbox::pending_events(self.pool()?, now, limit, None).await?)
+    }
+
+    async fn claim_work(&self, holder: &str, lease_ms: i64) -> Result<WorkShare, StoreError> {
+        transaction!(self, |tx| work::claim(&mut tx, holder, lease_ms).await?)
+    }
+
+    async fn release_work(&self, holder: &str) -> Result<(), StoreError> {
+        transaction!(self, |tx| work::release(&mut tx, holder).await?)
+    }
+
+    async fn pending_events_in(
+        &self,
+        share: &WorkShare,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        let partitions = share.partitions();
+        Ok(inbox::pending_events(self.pool()?, now, limit, partitions).await?)
+    }
+
+    async fn due_timers_in(
+        &self,
+        share: &WorkShare,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DueTimer>, StoreError> {
+        let partitions = share.partitions();
+        Ok(runs::due_timers(self.pool()?, now, limit, partitions).await?)
     }
 
     async fn pending_count(&self) -> Result<u64, StoreError> {
@@ -108,7 +137,7 @@ impl Store for PostgresStore {
     }
 
     async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
-        Ok(runs::due_timers(self.pool()?, now, limit).await?)
+        Ok(runs::due_timers(self.pool()?, now, limit, None).await?)
     }
 
     async fn outbox_for(&self, object: &ObjectRef) -> Result<Vec<OutboxEntry>, StoreError> {

@@ -163,6 +163,7 @@ fn active_run(rule: &str, key: &str) -> RunRecord {
         state: json!({}),
         created_at: Timestamp(1),
         updated_at: Timestamp(1),
+        revision: 0,
     }
 }
 

@@ -128,6 +128,8 @@ pub(crate) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord, Store
                 .map_err(|e| StoreError::Corrupt(format!("run state: {e}")))?,
             created_at: Timestamp(created_at),
             updated_at: Timestamp(updated_at),
+            // One writer: nothing to tell apart.
+            revision: 0,
         })
     })())
 }

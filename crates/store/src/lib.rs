@@ -18,8 +18,8 @@ pub use admin::{ActiveRunCount, ConnectorBacklog, Pruned, RunFilter, StoreStats}
 pub use model::{
     AppendOutcome, AssociationSync, AssociationWrite, AttemptRecord, AttemptResult, CachedOwner,
     ClaimedJob, DeadLetter, DeadLetterReason, Deferral, DueTimer, InboxBatch, JobStatus,
-    JournalEntry, JournalKind, KeyedJob, ObjectMark, ObjectState, ObjectsView, OutboxEntry,
+    Fence, JournalEntry, JournalKind, KeyedJob, ObjectMark, ObjectState, ObjectsView, OutboxEntry,
     OutboxJob, PendingEvent, PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent,
-    RuleVersion, RunRecord, TimerRecord, UnitOfWork,
+    PartitionLease, RuleVersion, RunRecord, TimerRecord, UnitOfWork, WORK_PARTITIONS, WorkShare,
 };
 pub use store::{Store, StoreError};

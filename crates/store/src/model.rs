@@ -152,6 +152,62 @@ pub struct UnitOfWork {
     pub owners: Vec<CachedOwner>,
     /// Events put back to wait; not marked applied.
     pub deferrals: Vec<Deferral>,
+    /// The engine leases this unit was prepared under: a backend shared by several
+    /// instances commits it only if every one is still held (see [`WorkShare`]).
+    pub fence: Option<Fence>,
+}
+
+/// How many partitions the engine's work is split into on a store shared by several
+/// instances. An object's events and its runs' timers belong to one partition, chosen by
+/// a hash of the object; an instance processes only the partitions it leases.
+pub const WORK_PARTITIONS: u16 = 64;
+
+/// One engine partition held by an instance. `epoch` grows each time the partition
+/// changes hands, so a commit made under an older epoch can be told apart and refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLease {
+    pub partition: i16,
+    pub epoch: i64,
+}
+
+/// The leases a unit of work was prepared under, checked when it commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub holder: String,
+    pub leases: Vec<PartitionLease>,
+}
+
+/// The share of the engine's work an instance may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkShare {
+    /// A backend with a single writer (SQLite): one instance does all the work, and
+    /// nothing needs fencing.
+    All,
+    /// The partitions this instance leases (possibly none: it stands by).
+    Leased(Fence),
+}
+
+impl WorkShare {
+    /// The fence a unit prepared under this share carries.
+    pub fn fence(&self) -> Option<Fence> {
+        match self {
+            WorkShare::All => None,
+            WorkShare::Leased(fence) => Some(fence.clone()),
+        }
+    }
+
+    /// True when the instance holds no work at all (it stands by).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, WorkShare::Leased(fence) if fence.leases.is_empty())
+    }
+
+    /// The partition numbers held; `None` for [`WorkShare::All`].
+    pub fn partitions(&self) -> Option<Vec<i16>> {
+        match self {
+            WorkShare::All => None,
+            WorkShare::Leased(fence) => Some(fence.leases.iter().map(|l| l.partition).collect()),
+        }
+    }
 }
 
 /// One link between two objects, added or removed as of `at`.
@@ -248,6 +304,11 @@ pub struct RunRecord {
     pub state: Value,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// How many times the stored run was rewritten. A backend shared by several
+    /// instances refuses to replace a run whose stored revision is no longer the one
+    /// written here ([`crate::StoreError::Conflict`]): two instances that read the same
+    /// run cannot both change it. A single-writer backend keeps 0.
+    pub revision: i64,
 }
 
 impl RunRecord {

@@ -6,7 +6,7 @@ use crate::admin::{Pruned, RunFilter, StoreStats};
 use crate::model::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
     JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
-    PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, TimerRecord, UnitOfWork,
+    PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, TimerRecord, UnitOfWork, WorkShare,
 };
 
 /// Why a store call failed. Callers at the HTTP edge answer these as an opaque 500 and
@@ -52,6 +52,10 @@ pub enum StoreError {
 /// - **One active run per key.** A unit that would leave two active, non-parallel runs
 ///   of one rule for one key fails as a whole ([`StoreError::Conflict`]); the backend
 ///   enforces it with a unique constraint.
+/// - **Fenced work.** A backend shared by several instances splits the engine's work into
+///   partitions leased by [`Store::claim_work`], and commits a unit only if its
+///   [`crate::Fence`] still holds and every run it replaces is at the revision it was read
+///   at; otherwise the whole unit fails with [`StoreError::Conflict`].
 /// - **Each action once.** [`Store::apply`] skips an outbox job whose idempotency key is
 ///   already queued (it is not an error: a replayed decision is a no-op).
 #[async_trait::async_trait]
@@ -70,6 +74,46 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<PendingEvent>, StoreError>;
+
+    /// Renews `holder`'s engine leases for `lease_ms` and takes free or expired
+    /// partitions up to a fair share of the live instances (one counts until its own
+    /// lease would have ended), or gives back what exceeds it. Times are the store's own clock, so instances on machines
+    /// whose clocks differ still agree on who holds what. A single-writer backend
+    /// returns [`WorkShare::All`].
+    async fn claim_work(&self, holder: &str, lease_ms: i64) -> Result<WorkShare, StoreError> {
+        let _ = (holder, lease_ms);
+        Ok(WorkShare::All)
+    }
+
+    /// Gives back `holder`'s leases at once (a graceful stop), so the other instances
+    /// need not wait for them to expire.
+    async fn release_work(&self, holder: &str) -> Result<(), StoreError> {
+        let _ = holder;
+        Ok(())
+    }
+
+    /// [`Store::pending_events`] limited to the share's partitions.
+    async fn pending_events_in(
+        &self,
+        share: &WorkShare,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        let _ = share;
+        self.pending_events(now, limit).await
+    }
+
+    /// [`Store::due_timers`] limited to the share's partitions (a timer belongs to its
+    /// run's object's partition).
+    async fn due_timers_in(
+        &self,
+        share: &WorkShare,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<DueTimer>, StoreError> {
+        let _ = share;
+        self.due_timers(now, limit).await
+    }
 
     /// How many events are not yet applied (deferred ones included).
     async fn pending_count(&self) -> Result<u64, StoreError>;

@@ -9,8 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{ArgGroup, Subcommand};
 use followthrough_core::{Clock as _, SystemClock};
-use followthrough_store::{DeadLetter, Store as _};
-use followthrough_store_sqlite::SqliteStore;
+use followthrough_store::{DeadLetter, Store};
 use serde_json::{Value, json};
 
 use crate::config::Validated;
@@ -70,24 +69,19 @@ pub enum DlqCommand {
 }
 
 pub fn run(config: Validated, command: DlqCommand) -> anyhow::Result<ExitCode> {
-    if !config.store_path.exists() {
-        anyhow::bail!(
-            "no store at {} (has followthrough run here?)",
-            config.store_path.display()
-        );
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let store = SqliteStore::open(&config.store_path, false)?;
+        let store = config.store.open(false).await?;
+        let store = store.as_ref();
         store
             .ready()
             .await
             .context("the store is not ready; run `followthrough migrate`")?;
         let code = match command {
-            DlqCommand::List { all, rule, json } => list(&store, all, rule.as_deref(), json).await,
-            DlqCommand::Show { id, json } => show(&store, id, json).await,
+            DlqCommand::List { all, rule, json } => list(store, all, rule.as_deref(), json).await,
+            DlqCommand::Show { id, json } => show(store, id, json).await,
             DlqCommand::Replay {
                 ids,
                 all,
@@ -99,7 +93,7 @@ pub fn run(config: Validated, command: DlqCommand) -> anyhow::Result<ExitCode> {
                 } else {
                     Which::Ids(ids)
                 };
-                replay(&store, which, json).await
+                replay(store, which, json).await
             }
         };
         store.close().await?;
@@ -108,7 +102,7 @@ pub fn run(config: Validated, command: DlqCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn list(
-    store: &SqliteStore,
+    store: &dyn Store,
     all: bool,
     rule: Option<&str>,
     json: bool,
@@ -202,7 +196,7 @@ fn short(message: &str) -> String {
     cut
 }
 
-async fn show(store: &SqliteStore, id: i64, json: bool) -> anyhow::Result<ExitCode> {
+async fn show(store: &dyn Store, id: i64, json: bool) -> anyhow::Result<ExitCode> {
     let Some(letter) = store.dead_letter(id).await? else {
         eprintln!("dead letter {id}: no such dead letter (see `followthrough dlq list --all`)");
         return Ok(ExitCode::from(1));
@@ -278,7 +272,7 @@ enum Which {
     Waiting { rule: Option<String> },
 }
 
-async fn replay(store: &SqliteStore, which: Which, json: bool) -> anyhow::Result<ExitCode> {
+async fn replay(store: &dyn Store, which: Which, json: bool) -> anyhow::Result<ExitCode> {
     let (chosen, by_id) = match which {
         Which::Ids(ids) => (choose(store, ids).await?, true),
         Which::Waiting { rule } => {
@@ -335,7 +329,7 @@ async fn replay(store: &SqliteStore, which: Which, json: bool) -> anyhow::Result
 
 /// The waiting letters among `ids` (each once, in the order given); says on stderr why
 /// each other id is skipped.
-async fn choose(store: &SqliteStore, ids: Vec<i64>) -> anyhow::Result<Vec<DeadLetter>> {
+async fn choose(store: &dyn Store, ids: Vec<i64>) -> anyhow::Result<Vec<DeadLetter>> {
     let mut seen = BTreeSet::new();
     let mut chosen = Vec::new();
     for id in ids {

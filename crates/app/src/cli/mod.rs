@@ -150,11 +150,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 store_url: store,
                 ..Overrides::default()
             })?;
-            let version = followthrough_store_sqlite::SqliteStore::migrate(&config.store_path)?;
-            eprintln!(
-                "{}: schema at version {version}",
-                config.store_path.display()
-            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let version = runtime.block_on(config.store.migrate())?;
+            eprintln!("{}: schema at version {version}", config.store.describe());
             Ok(ExitCode::SUCCESS)
         }
         Command::Trace {

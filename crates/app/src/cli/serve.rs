@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use followthrough_core::SystemClock;
-use followthrough_store_sqlite::SqliteStore;
 
 use crate::config::Validated;
 use crate::rules_handle::{PidFile, RulesHandle};
@@ -47,10 +46,10 @@ pub fn run(config: Validated) -> anyhow::Result<ExitCode> {
             path => Some(PidFile::create(path)?),
         };
         let crm = crm_reader(&config)?;
-        let store = SqliteStore::open(&config.store_path, true)?;
-        tracing::info!(store = %config.store_path.display(), "store open and migrated");
+        let store = config.store.open(true).await?;
+        tracing::info!(store = %config.store.describe(), "store open and migrated");
         let services = server::Services {
-            store: Arc::new(store),
+            store,
             clock: Arc::new(SystemClock),
             rules: Arc::new(rules),
             crm,

@@ -67,6 +67,10 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub url: String,
+    /// PostgreSQL only: connections this instance's pool keeps.
+    pub max_connections: u32,
+    /// PostgreSQL only: the schema holding the tables (empty: the search path's).
+    pub schema: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +165,9 @@ pub struct EngineConfig {
     pub fetch_retry_ms: u64,
     /// Longest one context fetch may take.
     pub fetch_timeout_ms: u64,
+    /// On PostgreSQL, how long an instance's lease on its share of the engine's work
+    /// lasts unless renewed: how soon a dead instance's work passes to the others.
+    pub lease_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,7 +259,7 @@ pub struct Validated {
     pub admin_tokens: crate::auth::AdminTokens,
     /// How many of them were written in clear (`serve` warns).
     pub plain_admin_tokens: usize,
-    pub store_path: PathBuf,
+    pub store: crate::store_target::StoreTarget,
 }
 
 impl Config {
@@ -342,21 +349,10 @@ impl Config {
         if self.server.request_timeout_ms == 0 {
             return Err(invalid("server.request_timeout_ms", "must be more than 0"));
         }
-        let store_path = match self.store.url.split_once("://") {
-            Some(("sqlite", path)) if !path.is_empty() => PathBuf::from(path),
-            Some(("postgres" | "postgresql", _)) => {
-                return Err(invalid(
-                    "store.url",
-                    "PostgreSQL is not supported by this build yet; use sqlite://PATH",
-                ));
-            }
-            _ => {
-                return Err(invalid(
-                    "store.url",
-                    format!("`{}` is not sqlite://PATH", self.store.url),
-                ));
-            }
-        };
+        let store = crate::store_target::StoreTarget::from_config(&self.store)?;
+        if self.engine.lease_ms < 100 {
+            return Err(invalid("engine.lease_ms", "must be at least 100"));
+        }
         let hubspot = &self.sources.hubspot;
         for version in &hubspot.signature_versions {
             if !matches!(version.as_str(), "v1" | "v2" | "v3") {
@@ -386,7 +382,7 @@ impl Config {
             hubspot_secret,
             admin_tokens,
             plain_admin_tokens,
-            store_path,
+            store,
             config: self,
         })
     }
@@ -479,6 +475,7 @@ impl Validated {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use crate::store_target::StoreTarget;
 
     fn load_in(
         jail: &mut figment::Jail,
@@ -498,7 +495,9 @@ mod tests {
                 .unwrap();
             assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
             assert_eq!(config.config.server.max_body_bytes, 1_048_576);
-            assert_eq!(config.store_path, PathBuf::from("followthrough.db"));
+            assert!(
+                matches!(&config.store, StoreTarget::Sqlite(path) if path == &PathBuf::from("followthrough.db"))
+            );
             Ok(())
         });
     }
@@ -526,9 +525,8 @@ mod tests {
                 "environment beats file"
             );
             assert_eq!(config.hubspot_secret_bytes(), b"from-env");
-            assert_eq!(
-                config.store_path,
-                PathBuf::from("flag.db"),
+            assert!(
+                matches!(&config.store, StoreTarget::Sqlite(path) if path == &PathBuf::from("flag.db")),
                 "flags beat everything"
             );
             Ok(())
@@ -555,6 +553,23 @@ mod tests {
                 .validate()
                 .unwrap_err();
             assert!(error.to_string().contains("store.url"), "{error}");
+
+            // A PostgreSQL URL is accepted, and its password is never shown.
+            jail.set_env("FOLLOWTHROUGH__STORE__URL", "postgres://ft:hunter2@db.internal:5433/crm");
+            let config = load_in(jail, None, &Overrides::default())
+                .unwrap()
+                .validate()
+                .unwrap();
+            assert_eq!(config.store.describe(), "postgres://db.internal:5433/crm");
+            assert!(!format!("{:?}", config.store).contains("hunter2"));
+            jail.set_env("FOLLOWTHROUGH__STORE__URL", "postgres://ft:hunter2@db/crm?x");
+            jail.set_env("FOLLOWTHROUGH__STORE__SCHEMA", "bad-name");
+            let error = load_in(jail, None, &Overrides::default())
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(error.to_string().contains("store.schema"), "{error}");
+            assert!(!error.to_string().contains("hunter2"), "{error}");
             Ok(())
         });
     }

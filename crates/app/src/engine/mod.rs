@@ -24,6 +24,15 @@
 //! oldest first when it starts; one overdue by more than the catch-up limit is skipped,
 //! journaled, and its run cancelled with that reason.
 //!
+//! **Several instances.** On a store shared by several instances (PostgreSQL) the
+//! work is split into partitions by object, and each engine leases a share of them
+//! ([`Store::claim_work`], renewed every quarter of `lease_ms`): it reads only its
+//! partitions' events and timers, and each unit carries the leases it was prepared
+//! under, so a unit whose partition changed hands meanwhile is refused whole and left
+//! to the new holder. A run that belongs to another partition (reached through a link
+//! or a rule's key) is written only if no one changed it since it was read. On SQLite
+//! the share is everything and nothing is fenced.
+//!
 //! **Lookups.** A `lookup` step is an outbox job like an action; its outcome comes back
 //! as a `lookup` timer (see [`lookup`]), so the run resumes in order with its object.
 
@@ -39,7 +48,7 @@ use std::time::Duration;
 
 use followthrough_core::{Clock, ObjectRef, Timestamp};
 use followthrough_rules::{Calendar, RuleSetDiff, RunState, cancel_run};
-use followthrough_store::{RunRecord, Store, StoreError, TimerRecord, UnitOfWork};
+use followthrough_store::{RunRecord, Store, StoreError, TimerRecord, UnitOfWork, WorkShare};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +78,10 @@ pub struct EngineParts {
     pub own_source_ids: Arc<Vec<String>>,
     /// Notified after a commit that queued outbox jobs, so the workers start at once.
     pub outbox_wake: Arc<Notify>,
+    /// This instance's name in the store's work leases (unique per process).
+    pub holder: String,
+    /// How long a work lease lasts unless renewed (`engine.lease_ms`).
+    pub lease_ms: i64,
 }
 
 pub struct Engine {
@@ -81,6 +94,8 @@ pub struct Engine {
     /// After a commit failed on a constraint (two batches raced for one rule key, see
     /// `step`), the next batch is prepared with nothing in flight.
     serial: bool,
+    /// The share of the work this instance holds, and when it was last renewed.
+    share: Option<(WorkShare, std::time::Instant)>,
 }
 
 /// A batch handed to the store and not yet committed. The next batch leaves alone
@@ -134,7 +149,38 @@ impl Engine {
             timer_retry: HashMap::new(),
             in_flight: None,
             serial: false,
+            share: None,
         }
+    }
+
+    /// Renews this instance's share of the work every quarter of the lease (after the
+    /// batch in flight lands, so it is not fenced out by the instance's own renewal).
+    async fn renew_share(&mut self) -> Result<WorkShare, StoreError> {
+        let every = Duration::from_millis(u64::try_from(self.parts.lease_ms / 4).unwrap_or(0));
+        if let Some((share, renewed)) = &self.share
+            && renewed.elapsed() < every
+        {
+            return Ok(share.clone());
+        }
+        self.settle().await?;
+        let share = self
+            .parts
+            .store
+            .claim_work(&self.parts.holder, self.parts.lease_ms)
+            .await?;
+        let before = self.share.as_ref().map(|(s, _)| s.partitions());
+        if before != Some(share.partitions())
+            && let Some(partitions) = share.partitions()
+        {
+            tracing::info!(
+                holder = %self.parts.holder,
+                partitions = partitions.len(),
+                of = followthrough_store::WORK_PARTITIONS,
+                "engine work share changed"
+            );
+        }
+        self.share = Some((share.clone(), std::time::Instant::now()));
+        Ok(share)
     }
 
     /// One batch: due timers and pending events, evaluated in time order and committed.
@@ -173,6 +219,7 @@ impl Engine {
     /// key, the store's unique index refuses the second commit, its events stay
     /// pending, and they are prepared again with nothing in flight.
     async fn step(&mut self) -> Result<Pass, StoreError> {
+        self.renew_share().await?;
         if self.serial {
             self.settle().await?;
         }
@@ -269,6 +316,14 @@ impl Engine {
     /// touches. `None` when there is nothing to do.
     async fn prepare(&mut self) -> Result<Option<Result<Prepared, NeedsCommitted>>, StoreError> {
         tracing::trace!("engine batch starting");
+        let share = match &self.share {
+            Some((share, _)) => share.clone(),
+            None => WorkShare::All,
+        };
+        if share.is_empty() {
+            // Standing by: the other instances hold every partition.
+            return Ok(None);
+        }
         let rules = self.parts.rules.current();
         self.versions
             .remember(&rules, self.parts.clock.now())
@@ -278,8 +333,12 @@ impl Engine {
         let now = parts.clock.now();
         let busy = self.in_flight.as_ref();
         let started = std::time::Instant::now();
-        let mut events = store.pending_events(now, parts.batch_size).await?;
-        let mut due = store.due_timers(now, parts.batch_size).await?;
+        let mut events = store
+            .pending_events_in(&share, now, parts.batch_size)
+            .await?;
+        let mut due = store
+            .due_timers_in(&share, now, parts.batch_size)
+            .await?;
         due.retain(|t| {
             let key = (t.timer.run_id.to_string(), t.timer.due_at);
             self.timer_retry
@@ -502,6 +561,8 @@ impl Engine {
             evaluate_ms = (started.elapsed() - context).as_millis() as u64,
             "engine batch prepared"
         );
+        let mut unit = unit;
+        unit.fence = share.fence();
         let mut objects = batch_objects;
         // Runs found by key (rules keyed by an expression) may be about other objects.
         objects.extend(unit.runs.iter().map(|r| r.object.clone()));
@@ -516,7 +577,22 @@ impl Engine {
     }
 
     /// Cancels the active runs of rules a reload removed or disabled, journaling why.
+    /// Another instance reloading the same rules, or processing one of the runs, may
+    /// change a run meanwhile: the unit is then refused and read again.
     pub async fn retire_rules(&self, rule_ids: &[String], why: &str) -> Result<usize, StoreError> {
+        let mut attempts = 0;
+        loop {
+            match self.retire_rules_once(rule_ids, why).await {
+                Err(StoreError::Conflict(conflict)) if attempts < 3 => {
+                    attempts += 1;
+                    tracing::debug!(%conflict, "a retired rule's run changed meanwhile; reading again");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn retire_rules_once(&self, rule_ids: &[String], why: &str) -> Result<usize, StoreError> {
         let now = self.parts.clock.now();
         let mut unit = UnitOfWork::default();
         for rule_id in rule_ids {
@@ -587,6 +663,10 @@ impl Engine {
                 _ = shutdown.cancelled() => {
                     if let Err(error) = self.settle().await {
                         tracing::error!(%error, "engine commit failed at shutdown");
+                    }
+                    // The other instances take this share now rather than when it expires.
+                    if let Err(error) = self.parts.store.release_work(&self.parts.holder).await {
+                        tracing::warn!(%error, "giving back the engine's work share failed");
                     }
                     return;
                 }

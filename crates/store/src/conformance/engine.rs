@@ -16,6 +16,7 @@ pub(super) fn run(rule: &str, key: &str, status: &str, parallel: bool) -> RunRec
         state: json!({ "cursor": "steps[0]" }),
         created_at: Timestamp(1),
         updated_at: Timestamp(1),
+        revision: 0,
     }
 }
 

@@ -67,6 +67,8 @@ struct Run {
     state: RunState,
     created_at: Timestamp,
     parallel: bool,
+    /// The stored revision it was read at (0 for a run this batch started).
+    revision: i64,
     /// When the batch last changed it (for write order); `None` if unchanged.
     changed: Option<u64>,
 }
@@ -187,6 +189,7 @@ impl<'a> Batch<'a> {
                 state,
                 created_at: record.created_at,
                 parallel: record.parallel,
+                revision: record.revision,
                 changed: None,
             },
         );
@@ -467,6 +470,7 @@ impl<'a> Batch<'a> {
                         state: state.clone(),
                         created_at: self.settings.now,
                         parallel: rule.on_retrigger == OnRetrigger::Parallel,
+                        revision: 0,
                         changed: None,
                     },
                 );

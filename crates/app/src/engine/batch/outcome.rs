@@ -32,6 +32,7 @@ impl Batch<'_> {
             state: state.clone(),
             created_at: now,
             parallel: false,
+            revision: 0,
             changed: None,
         });
         run.state = state.clone();
@@ -163,6 +164,7 @@ impl Batch<'_> {
                         state: serde_json::to_value(&run.state).unwrap_or(Json::Null),
                         created_at: run.created_at,
                         updated_at: self.settings.now,
+                        revision: run.revision,
                     },
                 ))
             })
