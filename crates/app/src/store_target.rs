@@ -88,7 +88,10 @@ impl StoreTarget {
         match self {
             Self::Sqlite(path) => {
                 if !migrate && !path.exists() {
-                    anyhow::bail!("no store at {} (has followthrough run here?)", path.display());
+                    anyhow::bail!(
+                        "no store at {} (has followthrough run here?)",
+                        path.display()
+                    );
                 }
                 Ok(Arc::new(SqliteStore::open(path, migrate)?))
             }

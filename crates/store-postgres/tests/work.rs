@@ -80,7 +80,11 @@ async fn instances_split_the_work_fairly_and_each_object_goes_to_one() {
     receive(&a, objects.iter().map(|o| change(o, 1)).collect()).await;
 
     let alone = a.claim_work("a", 60_000).await.unwrap();
-    assert_eq!(partitions(&alone).len(), usize::from(WORK_PARTITIONS), "alone, A takes all");
+    assert_eq!(
+        partitions(&alone).len(),
+        usize::from(WORK_PARTITIONS),
+        "alone, A takes all"
+    );
     assert_eq!(pending_objects(&a, &alone).await.len(), 300);
 
     // B arrives: everything is leased, so it stands by until A gives half back.
@@ -156,7 +160,10 @@ async fn a_dead_instances_share_passes_on_and_its_late_commit_is_refused_whole()
     assert_eq!(a.pending_count().await.unwrap(), 1, "the event waits for B");
 
     // B's unit under its own leases commits.
-    let mine = b.pending_events_in(&b_share, Timestamp(10), 10).await.unwrap();
+    let mine = b
+        .pending_events_in(&b_share, Timestamp(10), 10)
+        .await
+        .unwrap();
     b.apply(UnitOfWork {
         applied: vec![mine[0].seq],
         applied_at: Some(Timestamp(30)),
@@ -231,5 +238,8 @@ async fn a_run_changed_since_it_was_read_is_not_overwritten() {
         .await
         .unwrap();
     let last = store.runs(std::slice::from_ref(&run.run_id)).await.unwrap();
-    assert_eq!((last[0].state.clone(), last[0].revision), (json!({ "step": 3 }), 3));
+    assert_eq!(
+        (last[0].state.clone(), last[0].revision),
+        (json!({ "step": 3 }), 3)
+    );
 }

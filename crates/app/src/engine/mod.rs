@@ -336,9 +336,7 @@ impl Engine {
         let mut events = store
             .pending_events_in(&share, now, parts.batch_size)
             .await?;
-        let mut due = store
-            .due_timers_in(&share, now, parts.batch_size)
-            .await?;
+        let mut due = store.due_timers_in(&share, now, parts.batch_size).await?;
         due.retain(|t| {
             let key = (t.timer.run_id.to_string(), t.timer.due_at);
             self.timer_retry

@@ -7,6 +7,7 @@ mod dlq;
 mod engine;
 mod helpers;
 mod ingest;
+mod instances;
 mod observe;
 mod outbox;
 mod reload;
