@@ -15,7 +15,11 @@ use crate::error::Result;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "schema", include_str!("../migrations/0001_schema.sql")),
     (2, "admin", include_str!("../migrations/0002_admin.sql")),
-    (3, "work_leases", include_str!("../migrations/0003_work_leases.sql")),
+    (
+        3,
+        "work_leases",
+        include_str!("../migrations/0003_work_leases.sql"),
+    ),
 ];
 
 /// The schema version this build expects.

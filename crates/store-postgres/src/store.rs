@@ -12,8 +12,7 @@ use followthrough_store::{
 use crate::error::retrying;
 use crate::migrations::{self, LATEST_VERSION};
 use crate::{
-    PostgresStore, admin, apply, context, dead_letters, inbox, journal, objects, outbox, runs,
-    work,
+    PostgresStore, admin, apply, context, dead_letters, inbox, journal, objects, outbox, runs, work,
 };
 
 /// Runs `$body` with `$tx`, a new transaction on the pool, and commits it; the whole

@@ -6,7 +6,8 @@ use crate::admin::{Pruned, RunFilter, StoreStats};
 use crate::model::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
     JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
-    PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, TimerRecord, UnitOfWork, WorkShare,
+    PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, TimerRecord, UnitOfWork,
+    WorkShare,
 };
 
 /// Why a store call failed. Callers at the HTTP edge answer these as an opaque 500 and

@@ -555,14 +555,20 @@ mod tests {
             assert!(error.to_string().contains("store.url"), "{error}");
 
             // A PostgreSQL URL is accepted, and its password is never shown.
-            jail.set_env("FOLLOWTHROUGH__STORE__URL", "postgres://ft:hunter2@db.internal:5433/crm");
+            jail.set_env(
+                "FOLLOWTHROUGH__STORE__URL",
+                "postgres://ft:hunter2@db.internal:5433/crm",
+            );
             let config = load_in(jail, None, &Overrides::default())
                 .unwrap()
                 .validate()
                 .unwrap();
             assert_eq!(config.store.describe(), "postgres://db.internal:5433/crm");
             assert!(!format!("{:?}", config.store).contains("hunter2"));
-            jail.set_env("FOLLOWTHROUGH__STORE__URL", "postgres://ft:hunter2@db/crm?x");
+            jail.set_env(
+                "FOLLOWTHROUGH__STORE__URL",
+                "postgres://ft:hunter2@db/crm?x",
+            );
             jail.set_env("FOLLOWTHROUGH__STORE__SCHEMA", "bad-name");
             let error = load_in(jail, None, &Overrides::default())
                 .unwrap()
