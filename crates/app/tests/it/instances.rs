@@ -73,10 +73,15 @@ impl SharedSchema {
     }
 
     async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&mut self.connection().await)
+        let mut connection = self.connection().await;
+        let count = sqlx::query_scalar(sql)
+            .fetch_one(&mut connection)
             .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        // Closed at once: the instances' pools and parallel tests share the server's
+        // connection limit.
+        connection.close().await.unwrap();
+        count
     }
 
     async fn drop_it(self) {
@@ -231,11 +236,26 @@ impl Cluster {
         wait_ready(&self.client, self.ports[instance]).await;
     }
 
-    async fn shut_down(self) {
+    async fn shut_down(mut self) {
         for instance in 0..self.instances.len() {
             self.kill(instance).await;
         }
-        self.schema.drop_it().await;
+        self.instances.clear();
+        let schema = SharedSchema {
+            name: std::mem::take(&mut self.schema.name),
+        };
+        schema.drop_it().await;
+    }
+}
+
+/// A failed test must not leave its servers running (holding PostgreSQL connections).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for instance in &mut self.instances {
+            let child = instance.get_mut();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -463,5 +483,34 @@ async fn a_rolling_restart_of_all_three_during_traffic_loses_nothing() {
 
     wait_until_settled(&cluster, (CONTACTS * 2) as i64).await;
     assert_all_once_and_in_order(&cluster, CONTACTS).await;
+
+    // The operator's commands read the shared store as `serve` does.
+    let cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_followthrough"))
+            .args(args)
+            .env("FOLLOWTHROUGH__STORE__URL", postgres_url())
+            .env("FOLLOWTHROUGH__STORE__SCHEMA", &cluster.schema.name)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        (
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let (_, migrated) = cli(&["migrate"]);
+    assert!(migrated.contains("schema at version"), "{migrated}");
+    assert!(
+        !migrated.contains("postgres@"),
+        "no user or password shown: {migrated}"
+    );
+    let (trace, _) = cli(&["trace", "hubspot:contact:7"]);
+    assert_eq!(
+        trace.matches("action create_task done").count(),
+        2,
+        "both tasks in the lead's trace: {trace}"
+    );
+    let (letters, _) = cli(&["dlq", "list"]);
+    assert!(!letters.contains("error"), "{letters}");
     Arc::into_inner(cluster).unwrap().shut_down().await;
 }
