@@ -36,7 +36,7 @@ enum Command {
         /// Address to listen on (server.listen).
         #[arg(long)]
         listen: Option<String>,
-        /// Store URL (store.url), e.g. sqlite://followthrough.db.
+        /// Store URL (store.url): sqlite://PATH or postgres://USER@HOST/DB.
         #[arg(long)]
         store: Option<String>,
         /// Rules folder (rules.dir).

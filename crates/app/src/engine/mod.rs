@@ -62,6 +62,12 @@ use crate::rules_handle::RulesHandle;
 /// How long the loop sleeps when nothing wakes it, in case a wake-up was missed.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
+/// The same when instances share the store: a webhook another instance accepted wakes
+/// only that instance, so the others look this often for events of their partitions.
+/// (PostgreSQL's NOTIFY would wake them sooner, but it takes a lock that serializes
+/// every notifying commit, and ingest commits thousands of times a second.)
+const SHARED_IDLE_POLL: Duration = Duration::from_millis(100);
+
 /// What the engine needs besides the store.
 pub struct EngineParts {
     pub store: Arc<dyn Store>,
@@ -650,12 +656,16 @@ impl Engine {
             if let Err(error) = self.settle().await {
                 tracing::error!(%error, "engine commit failed; will retry");
             }
+            let idle_poll = match &self.share {
+                Some((WorkShare::Leased(_), _)) => SHARED_IDLE_POLL,
+                _ => IDLE_POLL,
+            };
             let sleep = match self.parts.store.next_timer_at().await {
                 Ok(Some(due)) => {
                     let wait = due.as_millis() - self.parts.clock.now().as_millis();
-                    Duration::from_millis(wait.clamp(1, IDLE_POLL.as_millis() as i64) as u64)
+                    Duration::from_millis(wait.clamp(1, idle_poll.as_millis() as i64) as u64)
                 }
-                _ => IDLE_POLL,
+                _ => idle_poll,
             };
             tokio::select! {
                 _ = shutdown.cancelled() => {
