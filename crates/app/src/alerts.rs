@@ -44,6 +44,10 @@ pub struct Watcher {
     pub check_every: Duration,
     pub repeat_after: Duration,
     pub backlog_age: Duration,
+    /// Dead letters and the backlog are the same for every instance on a shared store:
+    /// only the one doing store-wide duties tells about them. A circuit is this
+    /// instance's own, so each tells about its own.
+    pub store_wide: Arc<crate::engine::StoreWideDuties>,
 }
 
 /// What the watcher remembers between checks.
@@ -69,6 +73,7 @@ impl Watcher {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         outbox: Outbox,
+        store_wide: Arc<crate::engine::StoreWideDuties>,
     ) -> anyhow::Result<Option<Self>> {
         let alerts = &config.config.alerts;
         let sink = if !alerts.webhook_url.trim().is_empty() {
@@ -99,6 +104,7 @@ impl Watcher {
             check_every: Duration::from_millis(alerts.check_interval_ms),
             repeat_after: Duration::from_millis(alerts.repeat_after_ms),
             backlog_age: Duration::from_millis(alerts.outbox_age_ms),
+            store_wide,
         }))
     }
 
@@ -128,7 +134,8 @@ impl Watcher {
         let now = self.clock.now();
         let mut alerts = Vec::new();
         let before = seen.dead_letters.unwrap_or(0);
-        if stats.dead_letters > before {
+        let store_wide = self.store_wide.are_mine();
+        if store_wide && stats.dead_letters > before {
             let new = stats.dead_letters - before;
             alerts.push(Alert {
                 kind: "dead_letters",
@@ -158,7 +165,7 @@ impl Watcher {
         }
         seen.open_circuits = open;
 
-        if let Some(oldest) = stats.oldest_pending_at() {
+        if let Some(oldest) = stats.oldest_pending_at().filter(|_| store_wide) {
             let age = now.since(oldest);
             if age > self.backlog_age {
                 alerts.push(Alert {

@@ -18,13 +18,20 @@ pub struct Retention {
     pub clock: Arc<dyn Clock>,
     pub keep: Duration,
     pub every: Duration,
+    /// Several instances on one store: only the one doing store-wide duties prunes.
+    pub store_wide: Arc<crate::engine::StoreWideDuties>,
 }
 
 impl Retention {
     /// Prunes once now, then every `every`, until cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            match self.prune_once(&shutdown).await {
+            let pruned = if self.store_wide.are_mine() {
+                self.prune_once(&shutdown).await
+            } else {
+                Ok(Pruned::default())
+            };
+            match pruned {
                 Ok(pruned) if pruned.total() > 0 => tracing::info!(
                     journal_rows = pruned.journal_rows,
                     inbox_rows = pruned.inbox_rows,

@@ -207,6 +207,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
     };
     let engine_config = &config.config.engine;
     let outbox_wake = Arc::new(Notify::new());
+    let store_wide = Arc::new(crate::engine::StoreWideDuties::default());
     let engine = Engine::new(EngineParts {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
@@ -225,6 +226,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         outbox_wake: Arc::clone(&outbox_wake),
         holder: format!("{}-{}", std::process::id(), ulid::Ulid::new()),
         lease_ms: clamp_ms(engine_config.lease_ms),
+        store_wide: Arc::clone(&store_wide),
     });
     tracing::info!(connectors = ?outbox.connectors(), "outbox workers ready");
     if config.plain_admin_tokens > 0 {
@@ -244,6 +246,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
             clock: Arc::clone(&clock),
             keep: Duration::from_secs(privacy.retention_days.saturating_mul(24 * 3600)),
             every: Duration::from_millis(privacy.prune_interval_ms.max(1)),
+            store_wide: Arc::clone(&store_wide),
         };
         background.push(tokio::spawn(retention.run(background_stop.clone())));
     }
@@ -252,6 +255,7 @@ pub async fn spawn(config: Validated, services: Services) -> anyhow::Result<Runn
         Arc::clone(&store),
         Arc::clone(&clock),
         state.outbox.clone(),
+        Arc::clone(&store_wide),
     )? {
         background.push(tokio::spawn(watcher.run(background_stop.clone())));
     }

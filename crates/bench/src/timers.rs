@@ -108,6 +108,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         outbox_wake: Arc::default(),
         holder: "bench".into(),
         lease_ms: 10_000,
+        store_wide: Arc::default(),
     });
     let firing = Instant::now();
     // The engine's own loop: each batch is read and evaluated while the one before it

@@ -68,6 +68,30 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// every notifying commit, and ingest commits thousands of times a second.)
 const SHARED_IDLE_POLL: Duration = Duration::from_millis(100);
 
+/// Whether this instance does the duties that must run once for the whole store, not
+/// once per instance: the alerts about dead letters and the outbox backlog, and
+/// retention. On a shared store the instance whose engine holds partition 0 does them
+/// (so they move with it when it dies); alone, the instance always does.
+#[derive(Debug)]
+pub struct StoreWideDuties(std::sync::atomic::AtomicBool);
+
+impl Default for StoreWideDuties {
+    fn default() -> Self {
+        Self(std::sync::atomic::AtomicBool::new(true))
+    }
+}
+
+impl StoreWideDuties {
+    pub fn are_mine(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn follow(&self, share: &WorkShare) {
+        let mine = share.partitions().is_none_or(|p| p.contains(&0));
+        self.0.store(mine, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What the engine needs besides the store.
 pub struct EngineParts {
     pub store: Arc<dyn Store>,
@@ -88,6 +112,8 @@ pub struct EngineParts {
     pub holder: String,
     /// How long a work lease lasts unless renewed (`engine.lease_ms`).
     pub lease_ms: i64,
+    /// Set from each renewed share.
+    pub store_wide: Arc<StoreWideDuties>,
 }
 
 pub struct Engine {
@@ -185,6 +211,7 @@ impl Engine {
                 "engine work share changed"
             );
         }
+        self.parts.store_wide.follow(&share);
         self.share = Some((share.clone(), std::time::Instant::now()));
         Ok(share)
     }
@@ -746,4 +773,37 @@ fn fire(
     }
     batch.fire_timer(timer);
     pass.timers += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use followthrough_store::{Fence, PartitionLease, WorkShare};
+
+    use super::StoreWideDuties;
+
+    #[test]
+    fn store_wide_duties_go_with_partition_zero() {
+        let leased = |partitions: &[i16]| {
+            WorkShare::Leased(Fence {
+                holder: "a".into(),
+                leases: partitions
+                    .iter()
+                    .map(|&partition| PartitionLease {
+                        partition,
+                        epoch: 1,
+                    })
+                    .collect(),
+            })
+        };
+        let duties = StoreWideDuties::default();
+        assert!(duties.are_mine(), "alone until told otherwise");
+        duties.follow(&leased(&[1, 2, 3]));
+        assert!(!duties.are_mine());
+        duties.follow(&leased(&[0, 5]));
+        assert!(duties.are_mine());
+        duties.follow(&leased(&[]));
+        assert!(!duties.are_mine(), "standing by");
+        duties.follow(&WorkShare::All);
+        assert!(duties.are_mine());
+    }
 }
