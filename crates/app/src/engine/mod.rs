@@ -68,6 +68,10 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// every notifying commit, and ingest commits thousands of times a second.)
 const SHARED_IDLE_POLL: Duration = Duration::from_millis(100);
 
+/// How soon the loop looks again when the soonest timer is already due but was not
+/// fired by the last pass.
+const OVERDUE_POLL: Duration = Duration::from_millis(50);
+
 /// Whether this instance does the duties that must run once for the whole store, not
 /// once per instance: the alerts about dead letters and the outbox backlog, and
 /// retention. On a shared store the instance whose engine holds partition 0 does them
@@ -688,6 +692,10 @@ impl Engine {
                 _ => IDLE_POLL,
             };
             let sleep = match self.parts.store.next_timer_at().await {
+                // Due already, yet this pass fired nothing: it waits for its context, or
+                // (on a shared store) another instance's engine holds it. Looking again
+                // every millisecond would only spin.
+                Ok(Some(due)) if due <= self.parts.clock.now() => OVERDUE_POLL.min(idle_poll),
                 Ok(Some(due)) => {
                     let wait = due.as_millis() - self.parts.clock.now().as_millis();
                     Duration::from_millis(wait.clamp(1, idle_poll.as_millis() as i64) as u64)
