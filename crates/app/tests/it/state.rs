@@ -112,8 +112,13 @@ fn migrate_creates_the_schema_once_and_is_idempotent() {
     let migrate = || {
         Command::new(env!("CARGO_BIN_EXE_followthrough"))
             .args(["migrate", "--store", &db.url()])
-            // The rest of the store's settings (a PostgreSQL schema).
-            .envs(db.env())
+            // `--store` names the store; the environment adds only the rest of its
+            // settings (a PostgreSQL schema).
+            .envs(
+                db.env()
+                    .into_iter()
+                    .filter(|(name, _)| *name != "FOLLOWTHROUGH__STORE__URL"),
+            )
             .current_dir(dir.path())
             .output()
             .unwrap()

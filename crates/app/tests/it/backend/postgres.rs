@@ -7,6 +7,8 @@
 //! drops it with everything in it.
 
 use std::future::Future;
+use std::sync::{OnceLock, mpsc};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgRow};
@@ -16,8 +18,8 @@ use sqlx::{Connection, Executor, PgConnection};
 /// store's own tests read).
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// Names start with the store tests' prefix, so either test binary's sweep clears what a
-/// killed run of the other left behind.
+/// Starts with the store tests' prefix, so their sweep also clears what a killed run of
+/// these tests left behind.
 const PREFIX: &str = "ft_test_it_";
 
 fn url() -> String {
@@ -27,6 +29,8 @@ fn url() -> String {
 pub struct Schema {
     pub url: String,
     pub name: String,
+    /// The tests' own connection, opened at the first query.
+    session: OnceLock<Session>,
 }
 
 impl Schema {
@@ -42,31 +46,96 @@ impl Schema {
             // A ULID: unique across the parallel test processes, and it tells when the
             // schema was made if one is ever left behind.
             name: format!("{PREFIX}{}", ulid::Ulid::new().to_string().to_lowercase()),
+            session: OnceLock::new(),
         }
     }
 
-    /// Runs `sql` on the schema's tables on a connection of its own.
+    /// Runs `sql` on the schema's tables.
     pub fn query(&self, sql: &str) -> Vec<PgRow> {
-        let (url, name, owned) = (self.url.clone(), self.name.clone(), sql.to_owned());
-        on_own_runtime(async move {
-            let options = url
-                .parse::<PgConnectOptions>()?
-                .options([("search_path", name.as_str())]);
-            let mut connection = PgConnection::connect_with(&options).await?;
-            let rows = sqlx::query(&owned).fetch_all(&mut connection).await;
-            connection.close().await?;
-            rows
-        })
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        self.session
+            .get_or_init(|| Session::start(self.url.clone(), self.name.clone()))
+            .query(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 }
 
 impl Drop for Schema {
     fn drop(&mut self) {
+        drop(self.session.take());
         if let Err(error) = on_own_runtime(drop_schema(self.url.clone(), self.name.clone())) {
             eprintln!("could not drop test schema {}: {error}", self.name);
         }
     }
+}
+
+type Reply = Result<Vec<PgRow>, sqlx::Error>;
+
+/// One connection with the schema as its search path, kept on a thread of its own with
+/// a small runtime, so that blocking test code (and closures polled in a loop) can
+/// query without a connection each time, which costs more than the query.
+struct Session {
+    requests: Option<mpsc::Sender<(String, mpsc::Sender<Reply>)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Session {
+    fn start(url: String, schema: String) -> Session {
+        let (requests, incoming) = mpsc::channel::<(String, mpsc::Sender<Reply>)>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut connection = None;
+                // Blocking here is fine: nothing else runs on this runtime.
+                while let Ok((sql, reply)) = incoming.recv() {
+                    let rows = query(&mut connection, &url, &schema, &sql).await;
+                    if rows.is_err() {
+                        connection = None; // a fresh one for the next query
+                    }
+                    let _ = reply.send(rows);
+                }
+                if let Some(connection) = connection {
+                    let _ = connection.close().await;
+                }
+            });
+        });
+        Session {
+            requests: Some(requests),
+            thread: Some(thread),
+        }
+    }
+
+    fn query(&self, sql: &str) -> Reply {
+        let (reply, answer) = mpsc::channel();
+        let requests = self.requests.as_ref().expect("the session is open");
+        requests.send((sql.to_owned(), reply)).unwrap();
+        answer.recv().unwrap()
+    }
+}
+
+/// Ends the session's thread, which closes its connection.
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn query(connection: &mut Option<PgConnection>, url: &str, schema: &str, sql: &str) -> Reply {
+    let connection = match connection {
+        Some(connection) => connection,
+        None => {
+            let options = url
+                .parse::<PgConnectOptions>()?
+                .options([("search_path", schema)]);
+            connection.insert(PgConnection::connect_with(&options).await?)
+        }
+    };
+    sqlx::query(sql).fetch_all(connection).await
 }
 
 /// Runs `future` to completion on a thread of its own with a small runtime, so it can be
