@@ -1,36 +1,39 @@
-//! `followthrough dlq list|show|replay`, run as the real executable on a store file whose
+//! `followthrough dlq list|show|replay`, run as the real executable on a store whose
 //! dead letters were made through the store API, as the outbox workers make them.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::Duration;
 
 use followthrough_core::{Clock as _, ObjectRef, RunId, SystemClock, Timestamp};
 use followthrough_store::{
-    AttemptRecord, AttemptResult, DeadLetterReason, OutboxJob, Store as _, UnitOfWork,
+    AttemptRecord, AttemptResult, DeadLetterReason, OutboxJob, Store, UnitOfWork,
 };
-use followthrough_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
+
+use crate::backend::TestDb;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// A store file with a config naming it, open as a running server would hold it.
+/// A store with a config naming it, open as a running server would hold it.
 struct Setup {
     dir: tempfile::TempDir,
-    store: SqliteStore,
+    store: Arc<dyn Store>,
+    _db: TestDb,
 }
 
 impl Setup {
-    fn new() -> Setup {
+    async fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("followthrough.db");
-        std::fs::write(
-            dir.path().join("followthrough.toml"),
-            format!("[store]\nurl = \"sqlite://{}\"\n", db.display()),
-        )
-        .unwrap();
-        let store = SqliteStore::open(&db, true).unwrap();
-        Setup { dir, store }
+        let db = TestDb::new(dir.path().join("followthrough.db"));
+        std::fs::write(dir.path().join("followthrough.toml"), db.config_toml()).unwrap();
+        let store = db.open(true).await;
+        Setup {
+            dir,
+            store,
+            _db: db,
+        }
     }
 
     fn config(&self) -> PathBuf {
@@ -121,7 +124,7 @@ fn json_of(out: &Output) -> Value {
 
 #[tokio::test]
 async fn list_shows_waiting_letters_without_params_and_show_prints_everything() {
-    let setup = Setup::new();
+    let setup = Setup::new().await;
     let cold = setup
         .dead_letter("lead-gone-cold", "hubspot:contact:501")
         .await;
@@ -208,7 +211,7 @@ async fn list_shows_waiting_letters_without_params_and_show_prints_everything() 
 
 #[tokio::test]
 async fn replay_puts_a_letter_back_once_and_a_worker_claims_it_again() {
-    let setup = Setup::new();
+    let setup = Setup::new().await;
     let id = setup
         .dead_letter("lead-gone-cold", "hubspot:contact:501")
         .await;
@@ -268,7 +271,7 @@ async fn replay_puts_a_letter_back_once_and_a_worker_claims_it_again() {
 
 #[tokio::test]
 async fn replay_all_takes_only_the_rule_asked_for() {
-    let setup = Setup::new();
+    let setup = Setup::new().await;
     let cold = setup
         .dead_letter("lead-gone-cold", "hubspot:contact:501")
         .await;
@@ -295,7 +298,7 @@ async fn replay_all_takes_only_the_rule_asked_for() {
 
 #[tokio::test]
 async fn replay_without_ids_or_all_is_bad_usage() {
-    let setup = Setup::new();
+    let setup = Setup::new().await;
     let id = setup
         .dead_letter("lead-gone-cold", "hubspot:contact:501")
         .await;

@@ -13,15 +13,17 @@ use followthrough_connectors::hubspot::HubSpotReader;
 use followthrough_core::{Clock, ManualClock, SystemClock};
 use followthrough_fakes::{FakeHubSpot, FakeSlack};
 use followthrough_store::Store;
-use followthrough_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
+
+use crate::backend::TestDb;
 
 pub const SECRET: &str = "test-client-secret";
 
 pub struct TestApp {
     pub base_url: String,
-    pub db_path: PathBuf,
-    pub store: Arc<SqliteStore>,
+    /// The store, on the backend the tests run on (see `crate::backend`).
+    pub db: TestDb,
+    pub store: Arc<dyn Store>,
     pub clock: ManualClock,
     pub client: reqwest::Client,
     /// The fake HubSpot API the engine reads owners and linked objects from.
@@ -67,22 +69,23 @@ pub async fn spawn_app_with_rules(rules: &[(String, String)], extra: &str) -> Te
     let hubspot = FakeHubSpot::start().await;
     let slack = FakeSlack::start().await;
     let clock = ManualClock::new(SystemClock.now());
-    spawn_in(dir, hubspot, slack, clock, extra).await
+    let db = TestDb::new(dir.path().join("followthrough.db"));
+    spawn_in(dir, db, hubspot, slack, clock, extra).await
 }
 
-/// Spawns the server on the store and rules already in `dir`.
+/// Spawns the server on `db` and the rules already in `dir`.
 async fn spawn_in(
     dir: tempfile::TempDir,
+    db: TestDb,
     hubspot: FakeHubSpot,
     slack: FakeSlack,
     clock: ManualClock,
     extra: &str,
 ) -> TestApp {
-    let db_path = dir.path().join("followthrough.db");
     let rules_dir = dir.path().join("rules");
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\npid_file = \"\"\n[store]\nurl = \"sqlite://{}\"\n[rules]\ndir = \"{}\"\n[sources.hubspot]\nclient_secret = \"{SECRET}\"\n[connectors.hubspot]\nbase_url = \"{}\"\ntoken = \"{}\"\n[connectors.slack]\nbase_url = \"{}\"\ntoken = \"{}\"\n",
-        db_path.display(),
+        "[server]\nlisten = \"127.0.0.1:0\"\npid_file = \"\"\n{}[rules]\ndir = \"{}\"\n[sources.hubspot]\nclient_secret = \"{SECRET}\"\n[connectors.hubspot]\nbase_url = \"{}\"\ntoken = \"{}\"\n[connectors.slack]\nbase_url = \"{}\"\ntoken = \"{}\"\n",
+        db.config_toml(),
         rules_dir.display(),
         hubspot.base_url(),
         hubspot.token(),
@@ -93,7 +96,7 @@ async fn spawn_in(
         .unwrap()
         .validate()
         .unwrap();
-    let store = Arc::new(SqliteStore::open(&db_path, true).unwrap());
+    let store = db.open(true).await;
     let rules =
         Arc::new(RulesHandle::load(&config.config.rules.dir).expect("test rules are valid"));
     let crm = HubSpotReader::new(
@@ -105,7 +108,7 @@ async fn spawn_in(
     let running = server::spawn(
         config.clone(),
         Services {
-            store: store.clone() as Arc<dyn Store>,
+            store: Arc::clone(&store),
             clock: Arc::new(clock.clone()),
             rules: Arc::clone(&rules),
             crm: Some(Arc::new(crm) as Arc<dyn CrmReader>),
@@ -116,7 +119,7 @@ async fn spawn_in(
     let base_url = format!("http://{}", running.addr);
     TestApp {
         base_url,
-        db_path,
+        db,
         store,
         clock,
         client: reqwest::Client::new(),
@@ -178,20 +181,24 @@ impl TestApp {
     }
 
     pub fn count(&self, sql: &str) -> i64 {
-        count(&self.db_path, sql)
+        self.db.count(sql)
     }
 
-    /// Shuts down gracefully; the returned folder keeps the store file alive.
-    pub async fn stop(self) -> tempfile::TempDir {
+    /// Shuts down gracefully; what it returns keeps the store alive.
+    pub async fn stop(self) -> Stopped {
         self.running.shutdown.cancel();
         self.running.handle.await.unwrap().unwrap();
-        self._dir
+        Stopped {
+            db: self.db,
+            _dir: self._dir,
+        }
     }
 
     /// Stops the server, lets `down` pass on the clock, and starts it again on the same
     /// store, rules and fake CRM (with `extra` config in place of the first one's).
     pub async fn restart_after(self, down: Duration, extra: Option<&str>) -> TestApp {
         let TestApp {
+            db,
             clock,
             hubspot,
             slack,
@@ -204,8 +211,14 @@ impl TestApp {
         running.handle.await.unwrap().unwrap();
         clock.advance(down);
         let extra = extra.unwrap_or(&first_extra);
-        spawn_in(dir, hubspot, slack, clock, extra).await
+        spawn_in(dir, db, hubspot, slack, clock, extra).await
     }
+}
+
+/// A stopped app's store, kept until this is dropped (with the folder of its rules).
+pub struct Stopped {
+    pub db: TestDb,
+    _dir: tempfile::TempDir,
 }
 
 /// The headers HubSpot sends with a v3 signature.
@@ -230,11 +243,6 @@ pub fn signed_headers(
         ("x-hubspot-signature-v3".into(), signature),
         ("x-hubspot-request-timestamp".into(), timestamp),
     ]
-}
-
-pub fn count(db: &Path, sql: &str) -> i64 {
-    let connection = rusqlite::Connection::open(db).unwrap();
-    connection.query_row(sql, [], |row| row.get(0)).unwrap()
 }
 
 /// One HubSpot property-change event.

@@ -204,13 +204,14 @@ steps:
 /// reloading cancels its waiting runs, with the reason in the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_removes_a_rule_cancels_its_waiting_runs_and_a_bad_one_changes_nothing() {
+    use crate::backend::TestDb;
     use crate::crash::{free_port, start_server, wait_ready};
-    use crate::helpers::{SECRET, count, property_change, signed_headers};
+    use crate::helpers::{SECRET, property_change, signed_headers};
     use followthrough_core::{Clock as _, SystemClock};
 
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("reload.db");
-    let rules = db.with_extension("rules"); // the folder start_server points at
+    let db = TestDb::new(dir.path().join("reload.db"));
+    let rules = db.file().with_extension("rules"); // the folder start_server points at
     std::fs::create_dir_all(&rules).unwrap();
     std::fs::write(rules.join("follow-up.yaml"), HOURLY_RULE).unwrap();
     let port = free_port();
@@ -242,7 +243,7 @@ async fn a_reload_that_removes_a_rule_cancels_its_waiting_runs_and_a_bad_one_cha
             assert_eq!(request.send().await.unwrap().status(), 200);
         }
     };
-    let waiting = || count(&db, "SELECT COUNT(*) FROM runs WHERE status = 'waiting'");
+    let waiting = || db.count("SELECT COUNT(*) FROM runs WHERE status = 'waiting'");
     post(1).await;
     assert!(wait_for(|| waiting() == 1), "a run waits");
 
@@ -258,7 +259,7 @@ async fn a_reload_that_removes_a_rule_cancels_its_waiting_runs_and_a_bad_one_cha
         &config,
         format!(
             "[server]\npid_file = {:?}\n[rules]\ndir = {:?}\n",
-            db.with_extension("pid"),
+            db.file().with_extension("pid"),
             rules
         ),
     )
@@ -302,8 +303,7 @@ async fn a_reload_that_removes_a_rule_cancels_its_waiting_runs_and_a_bad_one_cha
         text(&reloaded.stderr)
     );
     let cancelled = || {
-        count(
-            &db,
+        db.count(
             "SELECT COUNT(*) FROM runs WHERE status = 'cancelled' AND reason = 'its rule was removed by a reload'",
         )
     };
@@ -313,13 +313,12 @@ async fn a_reload_that_removes_a_rule_cancels_its_waiting_runs_and_a_bad_one_cha
         cancelled()
     );
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM timers"),
+        db.count("SELECT COUNT(*) FROM timers"),
         0,
         "and their timers"
     );
     assert!(
-        count(
-            &db,
+        db.count(
             "SELECT COUNT(*) FROM journal WHERE kind = 'run' AND summary LIKE '%removed by a reload%'"
         ) >= 2,
         "journaled"

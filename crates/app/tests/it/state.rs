@@ -3,9 +3,9 @@
 use std::process::Command;
 
 use followthrough_core::{Clock as _, ObjectRef};
-use followthrough_store::Store as _;
 use serde_json::{Value, json};
 
+use crate::backend::TestDb;
 use crate::helpers::{fixture, property_change, spawn_app};
 
 #[tokio::test]
@@ -58,17 +58,13 @@ async fn trace_prints_the_objects_properties_and_timeline() {
     let body = fixture("hubspot/property-change-batch.json");
     assert_eq!(app.post_hubspot(&body).await.status(), 200);
     app.settle().await;
-    let db = app.db_path.clone();
-    let _dir = app.stop().await;
+    let stopped = app.stop().await;
 
     let trace = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_followthrough"))
             .args(["trace"])
             .args(args)
-            .env(
-                "FOLLOWTHROUGH__STORE__URL",
-                format!("sqlite://{}", db.display()),
-            )
+            .envs(stopped.db.env())
             .output()
             .unwrap()
     };
@@ -111,10 +107,18 @@ async fn trace_prints_the_objects_properties_and_timeline() {
 #[test]
 fn migrate_creates_the_schema_once_and_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fresh.db");
+    let db = TestDb::new(dir.path().join("fresh.db"));
+    let latest = db.backend().latest_version();
     let migrate = || {
         Command::new(env!("CARGO_BIN_EXE_followthrough"))
-            .args(["migrate", "--store", &format!("sqlite://{}", db.display())])
+            .args(["migrate", "--store", &db.url()])
+            // `--store` names the store; the environment adds only the rest of its
+            // settings (a PostgreSQL schema).
+            .envs(
+                db.env()
+                    .into_iter()
+                    .filter(|(name, _)| *name != "FOLLOWTHROUGH__STORE__URL"),
+            )
             .current_dir(dir.path())
             .output()
             .unwrap()
@@ -126,19 +130,15 @@ fn migrate_creates_the_schema_once_and_is_idempotent() {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(String::from_utf8_lossy(&output.stderr).contains(&format!(
-            "schema at version {}",
-            followthrough_store_sqlite::LATEST_VERSION
-        )));
+        assert!(
+            String::from_utf8_lossy(&output.stderr)
+                .contains(&format!("schema at version {latest}"))
+        );
     }
     assert_eq!(
-        crate::helpers::count(&db, "SELECT COUNT(*) FROM schema_migrations"),
-        followthrough_store_sqlite::LATEST_VERSION,
+        db.count("SELECT COUNT(*) FROM schema_migrations"),
+        latest,
         "each migration applied once"
     );
-    assert_eq!(
-        crate::helpers::count(&db, "SELECT COUNT(*) FROM inbox"),
-        0,
-        "tables exist"
-    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM inbox"), 0, "tables exist");
 }

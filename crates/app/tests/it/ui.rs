@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use followthrough_store::Store as _;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 

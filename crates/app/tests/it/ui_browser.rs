@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use followthrough_core::Clock as _;
 use followthrough_fakes::FakeOwner;
-use followthrough_store::Store as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 use tokio::process::{Child, Command};

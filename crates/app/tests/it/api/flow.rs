@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use followthrough_store::{JobStatus, Store as _};
+use followthrough_store::JobStatus;
 use serde_json::{Value, json};
 
 use super::{EMAIL, seeded};

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use followthrough_core::{Clock as _, ObjectRef};
-use followthrough_store::Store as _;
 use serde_json::json;
 
 use super::*;

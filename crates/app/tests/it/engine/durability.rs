@@ -72,24 +72,16 @@ async fn timers_that_came_due_while_the_service_was_down_fire_once_each_on_start
     );
     assert_eq!(
         app.count(
-            "SELECT COUNT(*) FROM (SELECT object FROM outbox GROUP BY object HAVING COUNT(*) > 1)"
+            "SELECT COUNT(*) FROM (SELECT object FROM outbox GROUP BY object HAVING COUNT(*) > 1) AS twice"
         ),
         0,
         "and fired once"
     );
     // Oldest first: the late contact's timer (due first) fired before those of 22-41.
-    let order: Vec<String> = {
-        let connection = rusqlite::Connection::open(&app.db_path).unwrap();
-        let mut statement = connection
-            .prepare("SELECT object FROM outbox ORDER BY seq LIMIT 1 OFFSET 20")
-            .unwrap();
-        statement
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
-    assert_eq!(order, vec!["hubspot:contact:21".to_owned()]);
+    let order: Vec<(String,)> = app
+        .db
+        .rows("SELECT object FROM outbox ORDER BY seq LIMIT 1 OFFSET 20");
+    assert_eq!(order, vec![("hubspot:contact:21".to_owned(),)]);
 
     // A restart after more downtime than the catch-up limit skips (and says so).
     set(&app, &mut id, "contact", 50, &[("demo_requested", "yes")]).await;
@@ -154,18 +146,11 @@ async fn events_of_a_thousand_objects_from_concurrent_requests_apply_in_each_obj
         app.count("SELECT COUNT(*) FROM inbox_applied"),
         (OBJECTS * STEPS) as i64
     );
-    let connection = rusqlite::Connection::open(&app.db_path).unwrap();
-    let mut history = connection
-        .prepare("SELECT object, value_json FROM property_history WHERE name = 'step' ORDER BY object, seq")
-        .unwrap();
+    let history: Vec<(String, String)> = app.db.rows(
+        "SELECT object, value_json FROM property_history WHERE name = 'step' ORDER BY object, seq",
+    );
     let mut applied: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for row in history
-        .query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })
-        .unwrap()
-    {
-        let (object, value) = row.unwrap();
+    for (object, value) in history {
         let value: String = serde_json::from_str(&value).unwrap();
         applied
             .entry(object)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use followthrough_core::{Clock as _, ObjectRef};
 use followthrough_fakes::FakeOwner;
-use followthrough_store::{OutboxJob, Store as _};
+use followthrough_store::OutboxJob;
 use serde_json::Value;
 
 use crate::helpers::{TestApp, property_change};

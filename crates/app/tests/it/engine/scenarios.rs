@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use followthrough_core::Clock as _;
-use followthrough_store::Store as _;
 use serde_json::json;
 
 use super::*;

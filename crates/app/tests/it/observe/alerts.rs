@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use followthrough_core::{Clock as _, ObjectRef, RunId};
 use followthrough_fakes::PostedMessage;
-use followthrough_store::{OutboxJob, Store as _, UnitOfWork};
+use followthrough_store::{OutboxJob, UnitOfWork};
 use serde_json::json;
 
 use crate::helpers::{TestApp, spawn_app_with};

@@ -8,9 +8,10 @@ use followthrough_core::{Clock as _, SystemClock};
 use followthrough_fakes::FakeHubSpot;
 use serde_json::json;
 
+use crate::backend::TestDb;
 use crate::crash::{free_port, wait_ready};
 use crate::engine::owner;
-use crate::helpers::{SECRET, count, example_rule, property_change, signed_headers};
+use crate::helpers::{SECRET, example_rule, property_change, signed_headers};
 
 const CANARY_EMAIL: &str = "canary.7f3a@leak-test.example";
 const CANARY_PHONE: &str = "+1 (555) 013-7788";
@@ -28,8 +29,8 @@ async fn canary_email_and_phone_reach_neither_the_journal_nor_the_logs() {
         [("firstname".to_owned(), "Ada".to_owned())].into(),
     );
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("followthrough.db");
-    let rules = db.with_extension("rules");
+    let db = TestDb::new(dir.path().join("followthrough.db"));
+    let rules = db.file().with_extension("rules");
     std::fs::create_dir_all(&rules).unwrap();
     let (name, text) = example_rule("new-sql-gets-a-call.yaml");
     std::fs::write(rules.join(name), text).unwrap();
@@ -42,10 +43,7 @@ async fn canary_email_and_phone_reach_neither_the_journal_nor_the_logs() {
         .env("FOLLOWTHROUGH__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("FOLLOWTHROUGH__SERVER__PUBLIC_URL", "http://127.0.0.1:8080")
         .env("FOLLOWTHROUGH__SERVER__PID_FILE", "")
-        .env(
-            "FOLLOWTHROUGH__STORE__URL",
-            format!("sqlite://{}", db.display()),
-        )
+        .envs(db.env())
         .env("FOLLOWTHROUGH__SOURCES__HUBSPOT__CLIENT_SECRET", SECRET)
         .env(
             "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__BASE_URL",
@@ -149,21 +147,16 @@ async fn canary_email_and_phone_reach_neither_the_journal_nor_the_logs() {
 
     // The store has the data (so the test could fail), the journal does not.
     assert!(
-        count(
-            &db,
-            &format!("SELECT COUNT(*) FROM inbox WHERE event_json LIKE '%{CANARY_EMAIL}%'")
-        ) > 0
+        db.count(&format!(
+            "SELECT COUNT(*) FROM inbox WHERE event_json LIKE '%{CANARY_EMAIL}%'"
+        )) > 0
     );
-    let journal_rows = count(&db, "SELECT COUNT(*) FROM journal");
+    let journal_rows = db.count("SELECT COUNT(*) FROM journal");
     assert!(journal_rows >= 6, "the journal was written: {journal_rows}");
-    let connection = rusqlite::Connection::open(&db).unwrap();
-    let mut statement = connection
-        .prepare("SELECT summary || ' ' || detail_json FROM journal")
-        .unwrap();
-    let journal: Vec<String> = statement
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+    let journal: Vec<String> = db
+        .rows::<(String,)>("SELECT summary || ' ' || detail_json FROM journal")
+        .into_iter()
+        .map(|(row,)| row)
         .collect();
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(
@@ -177,10 +170,7 @@ async fn canary_email_and_phone_reach_neither_the_journal_nor_the_logs() {
     // The lead's trace (properties and timeline) shows neither either.
     let trace = Command::new(env!("CARGO_BIN_EXE_followthrough"))
         .args(["trace", "hubspot:contact:801", "--json"])
-        .env(
-            "FOLLOWTHROUGH__STORE__URL",
-            format!("sqlite://{}", db.display()),
-        )
+        .envs(db.env())
         .output()
         .unwrap();
     assert!(

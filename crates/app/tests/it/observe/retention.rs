@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use followthrough_store::Store as _;
-
 use crate::engine::{DAY, contact, set};
 use crate::helpers::spawn_app_with;
 

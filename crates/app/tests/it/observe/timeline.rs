@@ -6,7 +6,7 @@ use std::time::Duration;
 use followthrough::journal::Redactor;
 use followthrough::trace;
 use followthrough_core::Clock as _;
-use followthrough_store::{JobStatus, Store as _};
+use followthrough_store::JobStatus;
 use serde_json::{Value, json};
 
 use crate::engine::{DAY, contact, owner, set};

@@ -13,7 +13,6 @@ use followthrough_fakes::Failure;
 use followthrough_fakes::FakeHubSpot;
 use followthrough_fakes::hubspot::Chaos;
 use followthrough_store::Store;
-use followthrough_store_sqlite::SqliteStore;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +20,7 @@ use super::{
     KEY_PROPERTY, contact_of, done, fake_hubspot, hubspot_outbox, hubspot_outbox_with, key, now,
     queue_tasks, statuses,
 };
+use crate::backend::TestDb;
 use crate::crash::{free_port, start_server_with, wait_ready};
 
 const ACTIONS: usize = 2_000;
@@ -43,8 +43,8 @@ fn chaos() -> Chaos {
 async fn under_chaos_every_action_happens_once_no_retry_comes_early_and_the_rate_holds() {
     let hubspot = fake_hubspot().await;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chaos.db");
-    let store = Arc::new(SqliteStore::open(&db, true).unwrap());
+    let db = TestDb::new(dir.path().join("chaos.db"));
+    let store = db.open(true).await;
     queue_tasks(store.as_ref(), ACTIONS, now()).await;
     hubspot.set_chaos(chaos());
 
@@ -66,10 +66,10 @@ async fn under_chaos_every_action_happens_once_no_retry_comes_early_and_the_rate
 async fn sigkill_during_chaos_loses_no_action_and_duplicates_none() {
     let hubspot = fake_hubspot().await;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("killed.db");
+    let db = TestDb::new(dir.path().join("killed.db"));
     {
-        let store = SqliteStore::open(&db, true).unwrap();
-        queue_tasks(&store, ACTIONS, now()).await;
+        let store = db.open(true).await;
+        queue_tasks(store.as_ref(), ACTIONS, now()).await;
         store.close().await.unwrap();
     }
     hubspot.set_chaos(chaos());
@@ -150,7 +150,7 @@ async fn sigkill_during_chaos_loses_no_action_and_duplicates_none() {
     assert_each_task_created_once(&hubspot);
 }
 
-async fn wait_until_all_done(db: &std::path::Path, within: Duration) {
+async fn wait_until_all_done(db: &TestDb, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let status = statuses(db);
@@ -167,24 +167,8 @@ async fn wait_until_all_done(db: &std::path::Path, within: Duration) {
 }
 
 /// (key, attempts, next_at, lease_until, indeterminate) of the jobs still pending.
-fn pending_jobs(db: &std::path::Path) -> Vec<(String, i64, i64, Option<i64>, i64)> {
-    let connection = rusqlite::Connection::open(db).unwrap();
-    let mut statement = connection
-        .prepare("SELECT idempotency_key, attempts, next_at, lease_until, indeterminate FROM outbox WHERE status = 'pending' LIMIT 5")
-        .unwrap();
-    statement
-        .query_map([], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            ))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+fn pending_jobs(db: &TestDb) -> Vec<(String, i64, i64, Option<i64>, bool)> {
+    db.rows("SELECT idempotency_key, attempts, next_at, lease_until, indeterminate FROM outbox WHERE status = 'pending' LIMIT 5")
 }
 
 fn assert_each_task_created_once(hubspot: &FakeHubSpot) {
@@ -287,8 +271,8 @@ async fn after_an_unknown_outcome_every_attempt_checks_first_even_if_a_check_was
     let hubspot = FakeHubSpot::start().await;
     hubspot.set_object("contact", "0", std::collections::BTreeMap::new());
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("check-first.db");
-    let store = Arc::new(SqliteStore::open(&db, true).unwrap());
+    let db = TestDb::new(dir.path().join("check-first.db"));
+    let store = db.open(true).await;
     queue_tasks(store.as_ref(), 1, now()).await;
     hubspot.fail_next_with(1, Failure::applied_then_timeout(Duration::from_secs(2)));
     hubspot.fail_next_with(1, Failure::status(429).retry_after("1"));

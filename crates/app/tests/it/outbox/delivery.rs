@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use followthrough_core::{Clock as _, ObjectRef};
 use followthrough_fakes::FakeOwner;
-use followthrough_store::{JobStatus, OutboxEntry, Store as _};
+use followthrough_store::{JobStatus, OutboxEntry};
 use serde_json::json;
 
 use crate::engine::{contact, deal, set};

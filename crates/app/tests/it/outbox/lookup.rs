@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use followthrough_core::{Clock as _, ObjectRef};
 use followthrough_fakes::FakeOwner;
-use followthrough_store::{JobStatus, OutboxEntry, Store as _};
+use followthrough_store::{JobStatus, OutboxEntry};
 use serde_json::json;
 
 use crate::engine::{assert_journal_has, contact};
@@ -94,14 +94,13 @@ async fn sql(app: &TestApp, id: u64, firstname: &str) {
 async fn ended_run(app: &TestApp, object: &ObjectRef) -> (String, Option<String>) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let connection = rusqlite::Connection::open(&app.db_path).unwrap();
-        let run: (String, Option<String>) = connection
-            .query_row(
-                "SELECT status, reason FROM runs WHERE object = ?1",
-                [object.to_string()],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .unwrap();
+        let run: (String, Option<String>) = app
+            .db
+            .rows(&format!(
+                "SELECT status, reason FROM runs WHERE object = '{object}'"
+            ))
+            .pop()
+            .expect("a run of the object");
         if !matches!(run.0.as_str(), "new" | "waiting") {
             return run;
         }

@@ -7,7 +7,6 @@ mod delivery;
 mod lookup;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,8 @@ use followthrough_core::{Clock, ObjectRef, RunId, SystemClock, Timestamp};
 use followthrough_fakes::FakeHubSpot;
 use followthrough_store::{JobStatus, OutboxJob, Store, UnitOfWork};
 use serde_json::json;
+
+use crate::backend::TestDb;
 
 /// The unique-value task property the tests configure for idempotent creates.
 pub(super) const KEY_PROPERTY: &str = "followthrough_key";
@@ -71,16 +72,10 @@ pub(super) async fn queue_tasks(store: &dyn Store, count: usize, now: Timestamp)
     }
 }
 
-/// How many jobs are in each status, straight from the file.
-pub(super) fn statuses(db: &Path) -> BTreeMap<String, i64> {
-    let connection = rusqlite::Connection::open(db).unwrap();
-    let mut statement = connection
-        .prepare("SELECT status, COUNT(*) FROM outbox GROUP BY status")
-        .unwrap();
-    statement
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
+/// How many jobs are in each status, straight from the table.
+pub(super) fn statuses(db: &TestDb) -> BTreeMap<String, i64> {
+    db.rows("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+        .into_iter()
         .collect()
 }
 
