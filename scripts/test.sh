@@ -31,11 +31,12 @@ cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 # The app's integration suite again, on the PostgreSQL store (a schema per test in the
 # database above): every behaviour the first pass checked on SQLite must hold there too.
 # Left out, as they would add nothing PostgreSQL-specific, only their seconds: the
-# `rules_cli` tests, which open no store, and the browser test, whose console reads and
-# replays through the same store calls the `ui` tests make on both backends. With a
+# `rules_cli` tests, which open no store, the browser test, whose console reads and
+# replays through the same store calls the `ui` tests make on both backends, and the
+# `instances` tests, which run several servers on PostgreSQL in either pass. With a
 # filter in "$@" that matches no test of this binary, this pass only warns.
 FOLLOWTHROUGH_TEST_STORE=postgres cargo nextest run -p followthrough --test it \
   --no-fail-fast --no-tests=warn \
-  -E 'not (test(/^rules_cli::/) | test(/^ui_browser::/))' "$@" || status=$?
+  -E 'not (test(/^rules_cli::/) | test(/^ui_browser::/) | test(/^instances::/))' "$@" || status=$?
 
 exit "$status"
