@@ -197,11 +197,7 @@ impl Cluster {
         ];
         Command::new(env!("CARGO_BIN_EXE_followthrough"))
             .arg("serve")
-            .envs(
-                settings
-                    .iter()
-                    .map(|(k, v)| (k.as_ref() as &str, v.as_str())),
-            )
+            .envs(settings.iter().map(|(k, v)| (k as &str, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
