@@ -23,7 +23,7 @@ use crate::fleet::{
     ActivitySampler, CpuSnapshot, CpuSplit, Fleet, StoreArg, describe_activity, mib, sum_max,
 };
 use crate::load::{Latencies, drive, ms};
-use crate::mix::{FIRST_OWNER_ID, workflow_batch};
+use crate::mix::{FIRST_OWNER_ID, plan, workflow_batch};
 use crate::server::EXAMPLE_RULES;
 
 pub struct Options {
@@ -76,6 +76,7 @@ pub struct Report {
     split_load: CpuSplit,
     split_total: CpuSplit,
     activity: Vec<(String, f64)>,
+    activity_catch_up: Vec<(String, f64)>,
 }
 
 pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
@@ -119,10 +120,10 @@ pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
     )
     .await?;
     let split_load = CpuSnapshot::take(&fleet).split_since(&before, driven.elapsed);
-    let activity = match sampler {
-        Some(sampler) => sampler.stop().await,
-        None => Vec::new(),
-    };
+    let activity = sampler
+        .as_ref()
+        .map(ActivitySampler::take)
+        .unwrap_or_default();
     let mut db = fleet.db().await?;
     let applied_during_load = db.scalar("SELECT COUNT(*) FROM inbox_applied").await?;
     let outbox_during_load = db.scalar("SELECT COUNT(*) FROM outbox").await?;
@@ -137,6 +138,10 @@ pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
         tokio::time::sleep(poll).await;
     }
     let drain = draining.elapsed();
+    let activity_catch_up = match sampler {
+        Some(sampler) => sampler.stop().await,
+        None => Vec::new(),
+    };
     let split_total = CpuSnapshot::take(&fleet).split_since(&before, driven.elapsed + drain);
     let peak_rss = fleet.peak_rss();
     // One more poll after the last commit, then the watcher stops.
@@ -178,6 +183,7 @@ pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
         split_load,
         split_total,
         activity,
+        activity_catch_up,
         options,
     })
 }
@@ -287,6 +293,25 @@ impl Report {
         self.requests * self.options.batch as u64
     }
 
+    /// The outbox rows the accepted events must queue: the events accepted are the
+    /// first `events()` of the mix (bodies are taken in order and none failed), and each
+    /// contact's `salesqualifiedlead` queues one row, each deal's `negotiation` two.
+    fn expected_outbox_rows(&self) -> Option<u64> {
+        if self.failures > 0 {
+            return None;
+        }
+        let o = &self.options;
+        Some(
+            (0..self.events())
+                .map(|i| match plan(i, o.objects, o.owners).change {
+                    Some((_, value)) if value == "salesqualifiedlead" => 1,
+                    Some((_, value)) if value == "negotiation" => 2,
+                    _ => 0,
+                })
+                .sum(),
+        )
+    }
+
     fn accepted_per_second(&self) -> f64 {
         self.events() as f64 / self.elapsed.as_secs_f64()
     }
@@ -377,6 +402,14 @@ impl Report {
                 ),
             ),
             (
+                "outbox rows expected (mix)",
+                match self.expected_outbox_rows() {
+                    Some(n) if n == self.outbox_rows as u64 => format!("{n}: all there"),
+                    Some(n) => format!("{n}: MISMATCH ({:+})", self.outbox_rows - n as i64),
+                    None => "- (some requests failed)".to_owned(),
+                },
+            ),
+            (
                 "outbox rows/s, incl. catch-up",
                 format!("{:.0}", self.outbox_per_second()),
             ),
@@ -435,6 +468,10 @@ impl Report {
                 "postgres backends (load, mean)",
                 describe_activity(&self.activity),
             ));
+            rows.push((
+                "postgres backends (catch-up)",
+                describe_activity(&self.activity_catch_up),
+            ));
         }
         let mut out = String::from("end-to-end\n");
         for (name, value) in rows {
@@ -462,6 +499,7 @@ impl Report {
             "applied_per_s": self.applied_per_second(),
             "applied_curve_per_s": self.applied_curve(),
             "outbox_rows": self.outbox_rows,
+            "outbox_rows_expected": self.expected_outbox_rows(),
             "outbox_by_action": self.outbox_by_action,
             "outbox_per_s": self.outbox_per_second(),
             "runs": self.runs,
@@ -480,6 +518,7 @@ impl Report {
             "cpu_split_load": self.split_load.json(),
             "cpu_split_total": self.split_total.json(),
             "postgres_activity": self.activity,
+            "postgres_activity_catch_up": self.activity_catch_up,
             "peak_rss_bytes": sum_max(&self.peak_rss).0,
             "peak_rss_bytes_max": sum_max(&self.peak_rss).1,
             "peak_rss_bytes_per_instance": self.peak_rss,

@@ -291,7 +291,8 @@ fn postgres_cpu() -> Duration {
 /// `state / wait_event_type:wait_event` with the number of times a backend was seen so.
 pub struct ActivitySampler {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(u64, BTreeMap<String, u64>)>,
+    seen: Arc<std::sync::Mutex<(u64, BTreeMap<String, u64>)>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl ActivitySampler {
@@ -302,10 +303,9 @@ impl ActivitySampler {
         };
         let mut connection = pg_connect(url, None).await?;
         let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let seen = Arc::new(std::sync::Mutex::new((0u64, BTreeMap::new())));
+        let (stopping, counts) = (stop.clone(), seen.clone());
         let task = tokio::spawn(async move {
-            let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-            let mut samples = 0u64;
             while !stopping.load(Ordering::Relaxed) {
                 let rows: Vec<(String, i64)> = sqlx::query_as(
                     "SELECT CASE WHEN state = 'active'
@@ -319,29 +319,36 @@ impl ActivitySampler {
                 .fetch_all(&mut connection)
                 .await
                 .unwrap_or_default();
-                samples += 1;
-                for (what, count) in rows {
-                    *seen.entry(what).or_default() += count as u64;
+                {
+                    let mut counts = counts.lock().unwrap();
+                    counts.0 += 1;
+                    for (what, count) in rows {
+                        *counts.1.entry(what).or_default() += count as u64;
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            (samples, seen)
         });
-        Ok(Some(ActivitySampler { stop, task }))
+        Ok(Some(ActivitySampler { stop, seen, task }))
     }
 
-    /// Mean backends per sample in each state, most frequent first.
-    pub async fn stop(self) -> Vec<(String, f64)> {
-        self.stop.store(true, Ordering::Relaxed);
-        let Ok((samples, seen)) = self.task.await else {
-            return Vec::new();
-        };
+    /// Mean backends per sample in each state since the start or the last `take`, most
+    /// frequent first; sampling goes on.
+    pub fn take(&self) -> Vec<(String, f64)> {
+        let (samples, seen) = std::mem::take(&mut *self.seen.lock().unwrap());
         let mut out: Vec<(String, f64)> = seen
             .into_iter()
             .map(|(what, n)| (what, n as f64 / samples.max(1) as f64))
             .collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1));
         out
+    }
+
+    /// As [`ActivitySampler::take`], and stops sampling.
+    pub async fn stop(mut self) -> Vec<(String, f64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = (&mut self.task).await;
+        self.take()
     }
 }
 
