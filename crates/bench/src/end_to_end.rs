@@ -18,9 +18,13 @@ use followthrough_core::{Clock as _, SystemClock};
 use followthrough_fakes::{FakeHubSpot, FakeOwner};
 use serde_json::json;
 
+use crate::db::{Db, DbTarget};
+use crate::fleet::{
+    ActivitySampler, CpuSnapshot, CpuSplit, Fleet, StoreArg, describe_activity, mib, sum_max,
+};
 use crate::load::{Latencies, drive, ms};
-use crate::mix::{FIRST_OWNER_ID, workflow_batch};
-use crate::server::{EXAMPLE_RULES, Server};
+use crate::mix::{FIRST_OWNER_ID, plan, workflow_batch};
+use crate::server::EXAMPLE_RULES;
 
 pub struct Options {
     pub connections: usize,
@@ -28,6 +32,8 @@ pub struct Options {
     pub duration: Duration,
     pub objects: u64,
     pub owners: u64,
+    pub store: StoreArg,
+    pub instances: usize,
 }
 
 /// One poll of the server's database.
@@ -63,9 +69,14 @@ pub struct Report {
     visible: Latencies,
     matched_rows: usize,
     curve: Vec<Counts>,
-    cpu_load: Duration,
-    cpu_total: Duration,
-    peak_rss: u64,
+    /// Per instance.
+    cpu_load: Vec<Duration>,
+    cpu_total: Vec<Duration>,
+    peak_rss: Vec<u64>,
+    split_load: CpuSplit,
+    split_total: CpuSplit,
+    activity: Vec<(String, f64)>,
+    activity_catch_up: Vec<(String, f64)>,
 }
 
 pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
@@ -80,60 +91,74 @@ pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
             teams: vec![("1".into(), "hunters".into())],
         });
     }
-    let server = Server::start_with_rules(
+    let env = [
+        (
+            "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__BASE_URL",
+            hubspot.base_url(),
+        ),
+        ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__TOKEN", hubspot.token()),
+    ];
+    let fleet = Fleet::start(
         binary,
+        &options.store,
+        options.instances,
         &EXAMPLE_RULES,
-        &[
-            (
-                "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__BASE_URL",
-                hubspot.base_url(),
-            ),
-            ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__TOKEN", hubspot.token()),
-        ],
+        &env,
     )
     .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let cpu_before = server.cpu_time();
-    let watcher = Watcher::start(server.open_db()?, server.open_db()?);
+    let before = CpuSnapshot::take(&fleet);
+    let watcher = Watcher::start(fleet.db_target());
+    let sampler = ActivitySampler::start(&fleet).await?;
 
     let (batch, objects, owners) = (options.batch, options.objects, options.owners);
     let driven = drive(
-        &server.url("/webhooks/hubspot"),
+        &fleet.urls("/webhooks/hubspot"),
         options.connections,
         options.duration,
         Arc::new(move |i| workflow_batch(i, batch, objects, owners)),
     )
     .await?;
-    let cpu_load = server.cpu_time().saturating_sub(cpu_before);
-    let db = server.open_db()?;
-    let applied_during_load: i64 =
-        db.query_row("SELECT COUNT(*) FROM inbox_applied", [], |r| r.get(0))?;
-    let outbox_during_load: i64 = db.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?;
-    let backlog_at_end = server.pending_events()?;
+    let split_load = CpuSnapshot::take(&fleet).split_since(&before, driven.elapsed);
+    let activity = sampler
+        .as_ref()
+        .map(ActivitySampler::take)
+        .unwrap_or_default();
+    let mut db = fleet.db().await?;
+    let applied_during_load = db.scalar("SELECT COUNT(*) FROM inbox_applied").await?;
+    let outbox_during_load = db.scalar("SELECT COUNT(*) FROM outbox").await?;
+    let backlog_at_end = db.pending_events().await?;
+    // Counting a large pending table costs PostgreSQL more than SQLite: poll it less.
+    let poll = match options.store {
+        StoreArg::Sqlite => Duration::from_millis(50),
+        StoreArg::Postgres(_) => Duration::from_millis(200),
+    };
     let draining = Instant::now();
-    while server.pending_events()? > 0 && draining.elapsed() < Duration::from_secs(300) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while db.any_pending().await? && draining.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(poll).await;
     }
     let drain = draining.elapsed();
-    let cpu_total = server.cpu_time().saturating_sub(cpu_before);
-    let peak_rss = server.peak_rss();
+    let activity_catch_up = match sampler {
+        Some(sampler) => sampler.stop().await,
+        None => Vec::new(),
+    };
+    let split_total = CpuSnapshot::take(&fleet).split_since(&before, driven.elapsed + drain);
+    let peak_rss = fleet.peak_rss();
     // One more poll after the last commit, then the watcher stops.
     tokio::time::sleep(Duration::from_millis(60)).await;
-    let (polls, curve) = watcher.stop();
+    let (polls, curve) = watcher.stop()?;
 
-    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0));
-    let outbox_rows = count("SELECT COUNT(*) FROM outbox")?;
-    let runs = count("SELECT COUNT(*) FROM runs")?;
-    let timers = count("SELECT COUNT(*) FROM timers")?;
-    let deferred = count("SELECT COUNT(*) FROM inbox_deferred")?;
+    let outbox_rows = db.scalar("SELECT COUNT(*) FROM outbox").await?;
+    let runs = db.scalar("SELECT COUNT(*) FROM runs").await?;
+    let timers = db.scalar("SELECT COUNT(*) FROM timers").await?;
+    let deferred = db.scalar("SELECT COUNT(*) FROM inbox_deferred").await?;
     let outbox_by_action = db
-        .prepare("SELECT action, COUNT(*) FROM outbox GROUP BY action ORDER BY action")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<Vec<(String, i64)>, _>>()?;
-    let (decided, visible, matched_rows) = latencies(&db, &polls)?;
+        .text_counts("SELECT action, COUNT(*) FROM outbox GROUP BY action ORDER BY action")
+        .await?;
+    let (decided, visible, matched_rows) = latencies(&mut db, &polls).await?;
     let owner_fetches = hubspot.request_count("/crm/v3/owners");
     drop(db);
-    server.stop()?;
+    fleet.stop().await?;
     Ok(Report {
         requests: driven.samples.len() as u64,
         failures: driven.failures,
@@ -152,9 +177,13 @@ pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
         visible,
         matched_rows,
         curve,
-        cpu_load,
-        cpu_total,
+        cpu_load: split_load.servers.clone(),
+        cpu_total: split_total.servers.clone(),
         peak_rss,
+        split_load,
+        split_total,
+        activity,
+        activity_catch_up,
         options,
     })
 }
@@ -162,37 +191,22 @@ pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
 /// From each outbox row to the event that started its run: `created_at - received_at`
 /// (the engine stamps `created_at` when its pass begins, before it commits) and the
 /// first poll that saw the row minus `received_at` (at most one poll interval late).
-fn latencies(
-    db: &rusqlite::Connection,
-    polls: &[Poll],
-) -> anyhow::Result<(Latencies, Latencies, usize)> {
-    let outbox: Vec<(i64, String, i64)> = db
-        .prepare("SELECT seq, run_id, created_at FROM outbox")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
+async fn latencies(db: &mut Db, polls: &[Poll]) -> anyhow::Result<(Latencies, Latencies, usize)> {
+    let outbox = db.outbox_rows().await?;
     let wanted: HashSet<&str> = outbox.iter().map(|(_, run, _)| run.as_str()).collect();
-    let mut started_by: HashMap<String, String> = HashMap::new();
-    let mut starts = db.prepare(
-        "SELECT json_extract(detail_json, '$.run_id'), json_extract(detail_json, '$.event_id')
-         FROM journal WHERE kind = 'run' AND json_extract(detail_json, '$.outcome') = 'started'",
-    )?;
-    let mut rows = starts.query([])?;
-    while let Some(row) = rows.next()? {
-        let run: String = row.get(0)?;
-        if wanted.contains(run.as_str()) {
-            started_by.insert(run, row.get(1)?);
-        }
-    }
+    let started_by: HashMap<String, String> = db
+        .run_starts()
+        .await?
+        .into_iter()
+        .filter(|(run, _)| wanted.contains(run.as_str()))
+        .collect();
     let events: HashSet<&str> = started_by.values().map(String::as_str).collect();
-    let mut received: HashMap<String, i64> = HashMap::new();
-    let mut inbox = db.prepare("SELECT id, received_at FROM inbox")?;
-    let mut rows = inbox.query([])?;
-    while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        if events.contains(id.as_str()) {
-            received.insert(id, row.get(1)?);
-        }
-    }
+    let received: HashMap<String, i64> = db
+        .inbox_received()
+        .await?
+        .into_iter()
+        .filter(|(id, _)| events.contains(id.as_str()))
+        .collect();
     let mut decided = Vec::new();
     let mut visible = Vec::new();
     for (seq, run, created_at) in &outbox {
@@ -209,54 +223,93 @@ fn latencies(
     Ok((Latencies::new(decided), Latencies::new(visible), matched))
 }
 
-/// Polls the server's database from its own thread.
+/// Polls the server's database from its own thread, with a runtime of its own, so the
+/// load generator's runtime does not carry it.
+///
+/// On PostgreSQL with several instances, `seq` is drawn when a row is inserted, not
+/// when it commits: a row counts as visible once a higher `seq` is, which may be up to
+/// one other instance's commit early.
 struct Watcher {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(Vec<Poll>, Vec<Counts>)>,
+    thread: std::thread::JoinHandle<anyhow::Result<(Vec<Poll>, Vec<Counts>)>>,
 }
 
 impl Watcher {
-    fn start(fast: rusqlite::Connection, slow: rusqlite::Connection) -> Watcher {
+    fn start(target: DbTarget) -> Watcher {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        // The applied count scans a table that grows: on PostgreSQL once a second (the
+        // curve is per second anyway), on SQLite every 250 ms as before.
+        let count_every = match target {
+            DbTarget::Sqlite(_) => 10,
+            DbTarget::Postgres { .. } => 40,
+        };
         let thread = std::thread::spawn(move || {
-            let started = Instant::now();
-            let (mut polls, mut curve) = (Vec::new(), Vec::new());
-            let mut tick = 0u64;
-            while !stopping.load(Ordering::Relaxed) {
-                let max_seq = fast
-                    .query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get(0))
-                    .unwrap_or(0);
-                polls.push(Poll {
-                    at_ms: SystemClock.now().as_millis(),
-                    outbox_max_seq: max_seq,
-                });
-                if tick.is_multiple_of(10)
-                    && let Ok(applied) =
-                        slow.query_row("SELECT COUNT(*) FROM inbox_applied", [], |r| r.get(0))
-                {
-                    curve.push(Counts {
-                        at: started.elapsed(),
-                        applied,
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut fast = Db::open(&target).await?;
+                let mut slow = Db::open(&target).await?;
+                let started = Instant::now();
+                let (mut polls, mut curve) = (Vec::new(), Vec::new());
+                let mut tick = 0u64;
+                while !stopping.load(Ordering::Relaxed) {
+                    let max_seq = fast
+                        .scalar("SELECT COALESCE(MAX(seq), 0) FROM outbox")
+                        .await
+                        .unwrap_or(0);
+                    polls.push(Poll {
+                        at_ms: SystemClock.now().as_millis(),
+                        outbox_max_seq: max_seq,
                     });
+                    if tick.is_multiple_of(count_every)
+                        && let Ok(applied) = slow.scalar("SELECT COUNT(*) FROM inbox_applied").await
+                    {
+                        curve.push(Counts {
+                            at: started.elapsed(),
+                            applied,
+                        });
+                    }
+                    tick += 1;
+                    std::thread::sleep(Duration::from_millis(25));
                 }
-                tick += 1;
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            (polls, curve)
+                Ok((polls, curve))
+            })
         });
         Watcher { stop, thread }
     }
 
-    fn stop(self) -> (Vec<Poll>, Vec<Counts>) {
+    fn stop(self) -> anyhow::Result<(Vec<Poll>, Vec<Counts>)> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the database watcher panicked"))?
     }
 }
 
 impl Report {
     fn events(&self) -> u64 {
         self.requests * self.options.batch as u64
+    }
+
+    /// The outbox rows the accepted events must queue: the events accepted are the
+    /// first `events()` of the mix (bodies are taken in order and none failed), and each
+    /// contact's `salesqualifiedlead` queues one row, each deal's `negotiation` two.
+    fn expected_outbox_rows(&self) -> Option<u64> {
+        if self.failures > 0 {
+            return None;
+        }
+        let o = &self.options;
+        Some(
+            (0..self.events())
+                .map(|i| match plan(i, o.objects, o.owners).change {
+                    Some((_, value)) if value == "salesqualifiedlead" => 1,
+                    Some((_, value)) if value == "negotiation" => 2,
+                    _ => 0,
+                })
+                .sum(),
+        )
     }
 
     fn accepted_per_second(&self) -> f64 {
@@ -305,7 +358,12 @@ impl Report {
             .iter()
             .map(|r| format!("{:.0}", r / 1000.0))
             .collect();
-        let rows = [
+        let (peak_sum, peak_max) = sum_max(&self.peak_rss);
+        let mut rows = vec![
+            (
+                "store x instances",
+                format!("{} x {}", o.store.name(), o.instances),
+            ),
             (
                 "connections x batch",
                 format!("{} x {}", o.connections, o.batch),
@@ -344,6 +402,14 @@ impl Report {
                 ),
             ),
             (
+                "outbox rows expected (mix)",
+                match self.expected_outbox_rows() {
+                    Some(n) if n == self.outbox_rows as u64 => format!("{n}: all there"),
+                    Some(n) => format!("{n}: MISMATCH ({:+})", self.outbox_rows - n as i64),
+                    None => "- (some requests failed)".to_owned(),
+                },
+            ),
+            (
                 "outbox rows/s, incl. catch-up",
                 format!("{:.0}", self.outbox_per_second()),
             ),
@@ -378,15 +444,35 @@ impl Report {
                 "server CPU per 1k events",
                 format!(
                     "{:.2} ms during load, {:.2} ms incl. catch-up",
-                    ms(self.cpu_load) * 1000.0 / events,
-                    ms(self.cpu_total) * 1000.0 / events
+                    ms(self.cpu_load.iter().sum()) * 1000.0 / events,
+                    ms(self.cpu_total.iter().sum()) * 1000.0 / events
                 ),
             ),
             (
                 "server peak RSS",
-                format!("{:.1} MiB", self.peak_rss as f64 / 1048576.0),
+                format!("{:.1} MiB (max {:.1})", mib(peak_sum), mib(peak_max)),
             ),
+            ("CPU during load", self.split_load.describe()),
+            ("CPU incl. catch-up", self.split_total.describe()),
         ];
+        if matches!(o.store, StoreArg::Postgres(_)) {
+            rows.push((
+                "postgres CPU per 1k events",
+                format!(
+                    "{:.2} ms during load, {:.2} ms incl. catch-up",
+                    ms(self.split_load.postgres) * 1000.0 / events,
+                    ms(self.split_total.postgres) * 1000.0 / events
+                ),
+            ));
+            rows.push((
+                "postgres backends (load, mean)",
+                describe_activity(&self.activity),
+            ));
+            rows.push((
+                "postgres backends (catch-up)",
+                describe_activity(&self.activity_catch_up),
+            ));
+        }
         let mut out = String::from("end-to-end\n");
         for (name, value) in rows {
             out.push_str(&format!("  {name:<30} {value}\n"));
@@ -397,6 +483,8 @@ impl Report {
     pub fn json(&self) -> serde_json::Value {
         json!({
             "scenario": "end-to-end",
+            "store": self.options.store.name(),
+            "instances": self.options.instances,
             "connections": self.options.connections,
             "batch": self.options.batch,
             "objects": self.options.objects,
@@ -411,6 +499,7 @@ impl Report {
             "applied_per_s": self.applied_per_second(),
             "applied_curve_per_s": self.applied_curve(),
             "outbox_rows": self.outbox_rows,
+            "outbox_rows_expected": self.expected_outbox_rows(),
             "outbox_by_action": self.outbox_by_action,
             "outbox_per_s": self.outbox_per_second(),
             "runs": self.runs,
@@ -422,9 +511,17 @@ impl Report {
             "visible_p50_ms": ms(self.visible.percentile(50.0)),
             "visible_p99_ms": ms(self.visible.percentile(99.0)),
             "visible_max_ms": ms(self.visible.percentile(100.0)),
-            "cpu_load_s": self.cpu_load.as_secs_f64(),
-            "cpu_total_s": self.cpu_total.as_secs_f64(),
-            "peak_rss_bytes": self.peak_rss,
+            "cpu_load_s": self.cpu_load.iter().sum::<Duration>().as_secs_f64(),
+            "cpu_total_s": self.cpu_total.iter().sum::<Duration>().as_secs_f64(),
+            "cpu_load_s_per_instance": self.cpu_load.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+            "cpu_total_s_per_instance": self.cpu_total.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+            "cpu_split_load": self.split_load.json(),
+            "cpu_split_total": self.split_total.json(),
+            "postgres_activity": self.activity,
+            "postgres_activity_catch_up": self.activity_catch_up,
+            "peak_rss_bytes": sum_max(&self.peak_rss).0,
+            "peak_rss_bytes_max": sum_max(&self.peak_rss).1,
+            "peak_rss_bytes_per_instance": self.peak_rss,
         })
     }
 }

@@ -79,15 +79,16 @@ pub struct Driven {
 }
 
 /// Keeps `connections` connections busy for `duration`, each posting one batch at a
-/// time to `url` with a fresh v3 signature, and counts only 200 answers ("committed
-/// and fsynced").
+/// time with a fresh v3 signature, and counts only 200 answers ("committed and
+/// fsynced"). Connection `i` posts to `urls[i % urls.len()]`: with several instances,
+/// the connections are dealt round robin.
 ///
 /// Bodies are generated before the clock starts, so the load generator's own CPU use
 /// (it shares the machine with the server) stays small during the measurement. Only
 /// the signature, which carries a timestamp, is computed per request. Should the
 /// server outrun the plan (1,000 batches/s), further bodies are built on the fly.
 pub async fn drive(
-    url: &str,
+    urls: &[String],
     connections: usize,
     duration: Duration,
     body: BodyFn,
@@ -98,13 +99,14 @@ pub async fn drive(
     let failures = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
+    anyhow::ensure!(!urls.is_empty(), "no server to drive");
     let mut workers = Vec::new();
-    for _ in 0..connections {
+    for connection in 0..connections {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(1)
             .build()?;
         let (url, bodies, next_body, failures, body) = (
-            url.to_owned(),
+            urls[connection % urls.len()].clone(),
             bodies.clone(),
             next_body.clone(),
             failures.clone(),

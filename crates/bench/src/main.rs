@@ -2,8 +2,13 @@
 //! HubSpot webhooks and reports throughput, latency percentiles, server CPU time and peak
 //! RSS; the `timers` and `outbox` scenarios drive the engine and the outbox workers in
 //! process instead. Each scenario has a quick mode that finishes well under two minutes.
+//!
+//! `ingest`, `end-to-end`, `soak` and `startup` run on SQLite by default, or on a fresh
+//! schema of a PostgreSQL database with `--store postgres://... [--instances N]`.
 
+mod db;
 mod end_to_end;
+mod fleet;
 mod ingest;
 mod load;
 mod mix;
@@ -11,12 +16,16 @@ mod outbox;
 mod peer;
 mod proc;
 mod server;
+mod soak;
+mod startup;
 mod timers;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+use crate::fleet::StoreArg;
 
 // The server's allocator, so the in-process `timers` scenario's RSS is the server's.
 #[global_allocator]
@@ -36,6 +45,16 @@ struct Cli {
     /// Also write the result as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// The store of the servers the bench starts (ingest, end-to-end, soak, startup):
+    /// `sqlite` (a fresh file) or a PostgreSQL URL such as
+    /// postgres://postgres@127.0.0.1:5432/test, where each run creates a fresh schema
+    /// `bench_<ulid>` and drops it at the end.
+    #[arg(long, global = true, default_value = "sqlite", value_parser = StoreArg::parse)]
+    store: StoreArg,
+    /// How many `followthrough serve` instances share the store (PostgreSQL only); the
+    /// load is dealt over them round robin, one connection at a time.
+    #[arg(long, global = true, default_value_t = 1)]
+    instances: usize,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -110,6 +129,38 @@ enum Scenario {
         #[arg(long)]
         n8n_pid: Option<u32>,
     },
+    /// A steady rate of webhooks for a fixed time against a server with the example rules
+    /// loaded, sampling its RSS and the request latency as it goes: do they stay flat?
+    /// Quick mode: --duration 30s.
+    Soak {
+        /// Events per second, sent open loop (each request at its time, answered or not).
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        /// Events per webhook.
+        #[arg(long, default_value_t = 10)]
+        batch: usize,
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: Duration,
+        /// How often RSS is sampled (and latency summed up).
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        sample_every: Duration,
+        /// Objects active at once (as in end-to-end, fewer so that at 2,000 events/s
+        /// the rules start firing after a second).
+        #[arg(long, default_value_t = 1_000)]
+        objects: u64,
+        /// HubSpot owners the objects are spread over.
+        #[arg(long, default_value_t = 50)]
+        owners: u64,
+    },
+    /// Start the server N times on a fresh store: time from spawn to the first 200 from
+    /// /readyz, and RSS after a few idle seconds (medians). About 4 s per run.
+    Startup {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// How long the server sits idle before its RSS is read.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        idle: Duration,
+    },
     /// Perform queued `create_task` jobs through the outbox workers and the HubSpot
     /// connector against a local fake HubSpot that answers at once, in process on a
     /// temporary SQLite file. Quick mode: --count 20000.
@@ -152,7 +203,9 @@ report!(
     end_to_end::Report,
     timers::Report,
     outbox::Report,
-    peer::Report
+    peer::Report,
+    soak::Report,
+    startup::Report
 );
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -174,6 +227,21 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let multi_store = matches!(
+        cli.scenario,
+        Scenario::Ingest { .. }
+            | Scenario::EndToEnd { .. }
+            | Scenario::Soak { .. }
+            | Scenario::Startup { .. }
+    );
+    anyhow::ensure!(
+        multi_store || (matches!(cli.store, StoreArg::Sqlite) && cli.instances == 1),
+        "--store and --instances apply to ingest, end-to-end, soak and startup only"
+    );
+    anyhow::ensure!(
+        !matches!(cli.scenario, Scenario::Startup { .. }) || cli.instances == 1,
+        "startup measures one instance at a time"
+    );
     let report: Box<dyn Report> = match cli.scenario {
         Scenario::Ingest {
             connections,
@@ -189,6 +257,8 @@ async fn main() -> anyhow::Result<()> {
                     batch,
                     duration,
                     objects,
+                    store: cli.store,
+                    instances: cli.instances,
                 },
             )
             .await?,
@@ -213,6 +283,48 @@ async fn main() -> anyhow::Result<()> {
                         duration,
                         objects,
                         owners,
+                        store: cli.store,
+                        instances: cli.instances,
+                    },
+                )
+                .await?,
+            )
+        }
+        Scenario::Soak {
+            rate,
+            batch,
+            duration,
+            sample_every,
+            objects,
+            owners,
+        } => {
+            anyhow::ensure!(cli.url.is_none(), "soak starts its own server: no --url");
+            Box::new(
+                soak::run(
+                    &cli.binary,
+                    soak::Options {
+                        rate,
+                        batch,
+                        duration,
+                        sample_every,
+                        objects,
+                        owners,
+                        store: cli.store,
+                        instances: cli.instances,
+                    },
+                )
+                .await?,
+            )
+        }
+        Scenario::Startup { runs, idle } => {
+            anyhow::ensure!(cli.url.is_none(), "startup starts its own server: no --url");
+            Box::new(
+                startup::run(
+                    &cli.binary,
+                    startup::Options {
+                        runs,
+                        idle,
+                        store: cli.store,
                     },
                 )
                 .await?,

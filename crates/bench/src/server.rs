@@ -2,9 +2,11 @@
 //! rules folder), and reading its CPU time and peak RSS from /proc.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::db::DbTarget;
 
 pub const SECRET: &str = "bench-secret";
 /// The public URL the server verifies signatures against (see `server.public_url`).
@@ -12,9 +14,21 @@ pub const PUBLIC_URL: &str = "http://127.0.0.1:8080";
 
 pub struct Server {
     child: Child,
+    /// Set once [`Server::stop`] has waited for the child; until then, dropping the
+    /// server kills it (a scenario that fails half-way leaves no server behind).
+    stopped: bool,
     pub port: u16,
     pub startup: Duration,
+    store: DbTarget,
     _dir: tempfile::TempDir,
+}
+
+/// The store a started server uses: a fresh SQLite file in its scratch folder, or a
+/// schema of a PostgreSQL database (which the caller creates and drops).
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    Sqlite,
+    Postgres { url: String, schema: String },
 }
 
 /// The example rules (`examples/rules/*.yaml`), embedded so the bench binary runs from
@@ -35,14 +49,19 @@ pub const EXAMPLE_RULES: [(&str, &str); 3] = [
 ];
 
 impl Server {
-    /// A server with no rules: ingest only (the engine marks events applied).
-    pub async fn start(binary: &Path, extra_env: &[(&str, String)]) -> anyhow::Result<Server> {
-        Self::start_with_rules(binary, &[], extra_env).await
-    }
-
     /// A server whose rules folder holds `rules` (file name, text).
     pub async fn start_with_rules(
         binary: &Path,
+        rules: &[(&str, &str)],
+        extra_env: &[(&str, String)],
+    ) -> anyhow::Result<Server> {
+        Self::start_on(binary, &StoreChoice::Sqlite, rules, extra_env).await
+    }
+
+    /// A server on `store` whose rules folder holds `rules` (file name, text).
+    pub async fn start_on(
+        binary: &Path,
+        store: &StoreChoice,
         rules: &[(&str, &str)],
         extra_env: &[(&str, String)],
     ) -> anyhow::Result<Server> {
@@ -60,6 +79,21 @@ impl Server {
             std::fs::write(rules_dir.join(name), text)?;
         }
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let (store_url, schema, target) = match store {
+            StoreChoice::Sqlite => {
+                let path = dir.path().join("bench.db");
+                let url = format!("sqlite://{}", path.display());
+                (url, String::new(), DbTarget::Sqlite(path))
+            }
+            StoreChoice::Postgres { url, schema } => (
+                url.clone(),
+                schema.clone(),
+                DbTarget::Postgres {
+                    url: url.clone(),
+                    schema: schema.clone(),
+                },
+            ),
+        };
         let started = Instant::now();
         let mut command = Command::new(&binary);
         command
@@ -67,19 +101,27 @@ impl Server {
             .current_dir(dir.path())
             .env("FOLLOWTHROUGH__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("FOLLOWTHROUGH__SERVER__PUBLIC_URL", PUBLIC_URL)
-            .env(
-                "FOLLOWTHROUGH__STORE__URL",
-                format!("sqlite://{}", dir.path().join("bench.db").display()),
-            )
+            .env("FOLLOWTHROUGH__STORE__URL", store_url)
             .env("FOLLOWTHROUGH__RULES__DIR", &rules_dir)
             .env("FOLLOWTHROUGH__SOURCES__HUBSPOT__CLIENT_SECRET", SECRET)
             .env("FOLLOWTHROUGH__LOG__LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if !schema.is_empty() {
+            command.env("FOLLOWTHROUGH__STORE__SCHEMA", schema);
+        }
         for (key, value) in extra_env {
             command.env(key, value);
         }
         let child = command.spawn()?;
+        let mut server = Server {
+            child,
+            stopped: false,
+            port,
+            startup: Duration::ZERO,
+            store: target,
+            _dir: dir,
+        };
         let client = reqwest::Client::new();
         let deadline = started + Duration::from_secs(20);
         loop {
@@ -95,34 +137,24 @@ impl Server {
                 Instant::now() < deadline,
                 "server did not become ready in 20 s"
             );
+            if let Some(status) = server.child.try_wait()? {
+                server.stopped = true;
+                anyhow::bail!("server exited with {status} before it was ready");
+            }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Ok(Server {
-            child,
-            port,
-            startup: started.elapsed(),
-            _dir: dir,
-        })
+        server.startup = started.elapsed();
+        Ok(server)
     }
 
-    /// Events accepted but not yet applied by the engine, read from the server's own
-    /// database file (read-only; WAL lets this run beside the server).
-    pub fn pending_events(&self) -> anyhow::Result<i64> {
-        let connection = self.open_db()?;
-        Ok(connection.query_row("SELECT COUNT(*) FROM inbox_pending", [], |row| row.get(0))?)
+    /// Where the server keeps its data.
+    pub fn db_target(&self) -> &DbTarget {
+        &self.store
     }
 
-    /// The server's SQLite file.
-    pub fn db_path(&self) -> PathBuf {
-        self._dir.path().join("bench.db")
-    }
-
-    /// A read-only connection to the server's database (WAL lets it run beside the server).
-    pub fn open_db(&self) -> anyhow::Result<rusqlite::Connection> {
-        Ok(rusqlite::Connection::open_with_flags(
-            self.db_path(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?)
+    /// The process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -151,8 +183,18 @@ impl Server {
             .arg(self.child.id().to_string())
             .status();
         let status = self.child.wait()?;
+        self.stopped = true;
         anyhow::ensure!(status.success(), "server exited with {status}");
         Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
