@@ -79,9 +79,16 @@ pub struct Report {
     activity_catch_up: Vec<(String, f64)>,
 }
 
-pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
+/// A fake HubSpot knowing `owners` owners, and the servers with the example rules and
+/// their HubSpot connector pointed at it (also what `soak` runs on).
+pub async fn start_with_example_rules(
+    binary: &Path,
+    store: &StoreArg,
+    instances: usize,
+    owners: u64,
+) -> anyhow::Result<(FakeHubSpot, Fleet)> {
     let hubspot = FakeHubSpot::start().await;
-    for i in 0..options.owners {
+    for i in 0..owners {
         let id = FIRST_OWNER_ID + i;
         hubspot.add_owner(FakeOwner {
             id: id.to_string(),
@@ -98,14 +105,13 @@ pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
         ),
         ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__TOKEN", hubspot.token()),
     ];
-    let fleet = Fleet::start(
-        binary,
-        &options.store,
-        options.instances,
-        &EXAMPLE_RULES,
-        &env,
-    )
-    .await?;
+    let fleet = Fleet::start(binary, store, instances, &EXAMPLE_RULES, &env).await?;
+    Ok((hubspot, fleet))
+}
+
+pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
+    let (hubspot, fleet) =
+        start_with_example_rules(binary, &options.store, options.instances, options.owners).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = CpuSnapshot::take(&fleet);
     let watcher = Watcher::start(fleet.db_target());

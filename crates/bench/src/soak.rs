@@ -19,14 +19,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use followthrough_fakes::{FakeHubSpot, FakeOwner};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::fleet::{Fleet, StoreArg, mib};
+use crate::fleet::{StoreArg, mib};
 use crate::load::{Latencies, ms, signature_headers};
-use crate::mix::{FIRST_OWNER_ID, workflow_batch};
-use crate::server::EXAMPLE_RULES;
+use crate::mix::workflow_batch;
 
 const MAX_IN_FLIGHT: usize = 512;
 /// RSS counts as flat if the last third's mean is within this ratio of the first's.
@@ -113,30 +111,11 @@ pub struct Report {
 pub async fn run(binary: &Path, options: Options) -> anyhow::Result<Report> {
     anyhow::ensure!(options.rate > 0, "--rate must be more than 0");
     anyhow::ensure!(options.batch > 0, "--batch must be more than 0");
-    let hubspot = FakeHubSpot::start().await;
-    for i in 0..options.owners {
-        let id = FIRST_OWNER_ID + i;
-        hubspot.add_owner(FakeOwner {
-            id: id.to_string(),
-            email: format!("rep{id}@example.com"),
-            first_name: "Rep".into(),
-            last_name: id.to_string(),
-            teams: vec![("1".into(), "hunters".into())],
-        });
-    }
-    let env = [
-        (
-            "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__BASE_URL",
-            hubspot.base_url(),
-        ),
-        ("FOLLOWTHROUGH__CONNECTORS__HUBSPOT__TOKEN", hubspot.token()),
-    ];
-    let fleet = Fleet::start(
+    let (hubspot, fleet) = crate::end_to_end::start_with_example_rules(
         binary,
         &options.store,
         options.instances,
-        &EXAMPLE_RULES,
-        &env,
+        options.owners,
     )
     .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;

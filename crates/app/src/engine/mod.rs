@@ -40,21 +40,24 @@ mod batch;
 mod hydrate;
 mod lookup;
 mod record;
+mod retire;
 mod rule_versions;
+mod share;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use followthrough_core::{Clock, ObjectRef, Timestamp};
-use followthrough_rules::{Calendar, RuleSetDiff, RunState, cancel_run};
-use followthrough_store::{RunRecord, Store, StoreError, TimerRecord, UnitOfWork, WorkShare};
+use followthrough_rules::{Calendar, RuleSetDiff, RunState};
+use followthrough_store::{Store, StoreError, TimerRecord, UnitOfWork, WorkShare};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use batch::{Batch, Loaded, Settings};
 pub use hydrate::Hydrator;
 pub use rule_versions::RuleVersions;
+pub use share::StoreWideDuties;
 
 use crate::journal::Redactor;
 use crate::rules_handle::RulesHandle;
@@ -71,30 +74,6 @@ const SHARED_IDLE_POLL: Duration = Duration::from_millis(100);
 /// How soon the loop looks again when the soonest timer is already due but was not
 /// fired by the last pass.
 const OVERDUE_POLL: Duration = Duration::from_millis(50);
-
-/// Whether this instance does the duties that must run once for the whole store, not
-/// once per instance: the alerts about dead letters and the outbox backlog, and
-/// retention. On a shared store the instance whose engine holds partition 0 does them
-/// (so they move with it when it dies); alone, the instance always does.
-#[derive(Debug)]
-pub struct StoreWideDuties(std::sync::atomic::AtomicBool);
-
-impl Default for StoreWideDuties {
-    fn default() -> Self {
-        Self(std::sync::atomic::AtomicBool::new(true))
-    }
-}
-
-impl StoreWideDuties {
-    pub fn are_mine(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn follow(&self, share: &WorkShare) {
-        let mine = share.partitions().is_none_or(|p| p.contains(&0));
-        self.0.store(mine, std::sync::atomic::Ordering::Relaxed);
-    }
-}
 
 /// What the engine needs besides the store.
 pub struct EngineParts {
@@ -187,37 +166,6 @@ impl Engine {
             serial: false,
             share: None,
         }
-    }
-
-    /// Renews this instance's share of the work every quarter of the lease (after the
-    /// batch in flight lands, so it is not fenced out by the instance's own renewal).
-    async fn renew_share(&mut self) -> Result<WorkShare, StoreError> {
-        let every = Duration::from_millis(u64::try_from(self.parts.lease_ms / 4).unwrap_or(0));
-        if let Some((share, renewed)) = &self.share
-            && renewed.elapsed() < every
-        {
-            return Ok(share.clone());
-        }
-        self.settle().await?;
-        let share = self
-            .parts
-            .store
-            .claim_work(&self.parts.holder, self.parts.lease_ms)
-            .await?;
-        let before = self.share.as_ref().map(|(s, _)| s.partitions());
-        if before != Some(share.partitions())
-            && let Some(partitions) = share.partitions()
-        {
-            tracing::info!(
-                holder = %self.parts.holder,
-                partitions = partitions.len(),
-                of = followthrough_store::WORK_PARTITIONS,
-                "engine work share changed"
-            );
-        }
-        self.parts.store_wide.follow(&share);
-        self.share = Some((share.clone(), std::time::Instant::now()));
-        Ok(share)
     }
 
     /// One batch: due timers and pending events, evaluated in time order and committed.
@@ -611,59 +559,6 @@ impl Engine {
         })))
     }
 
-    /// Cancels the active runs of rules a reload removed or disabled, journaling why.
-    /// Another instance reloading the same rules, or processing one of the runs, may
-    /// change a run meanwhile: the unit is then refused and read again.
-    pub async fn retire_rules(&self, rule_ids: &[String], why: &str) -> Result<usize, StoreError> {
-        let mut attempts = 0;
-        loop {
-            match self.retire_rules_once(rule_ids, why).await {
-                Err(StoreError::Conflict(conflict)) if attempts < 3 => {
-                    attempts += 1;
-                    tracing::debug!(%conflict, "a retired rule's run changed meanwhile; reading again");
-                }
-                result => return result,
-            }
-        }
-    }
-
-    async fn retire_rules_once(&self, rule_ids: &[String], why: &str) -> Result<usize, StoreError> {
-        let now = self.parts.clock.now();
-        let mut unit = UnitOfWork::default();
-        for rule_id in rule_ids {
-            for record in self.parts.store.active_runs_of_rule(rule_id).await? {
-                let Ok(state) = serde_json::from_value::<RunState>(record.state.clone()) else {
-                    continue;
-                };
-                let result = cancel_run(&state, why);
-                unit.journal
-                    .push(record::rule_retired(now, &result.state, why));
-                if let Some(at) = state.timer() {
-                    unit.timers_cancelled.push(TimerRecord {
-                        run_id: record.run_id.clone(),
-                        due_at: at,
-                        kind: String::new(),
-                    });
-                }
-                unit.runs.push(RunRecord {
-                    status: "cancelled".into(),
-                    reason: Some(why.to_owned()),
-                    state: serde_json::to_value(&result.state).unwrap_or_default(),
-                    updated_at: now,
-                    ..record
-                });
-            }
-        }
-        let count = unit.runs.len();
-        if count > 0 {
-            self.parts.redactor.seal(&mut unit.journal);
-            let tally = crate::metrics::Tally::of(&unit.journal);
-            self.parts.store.apply(unit).await?;
-            tally.record();
-        }
-        Ok(count)
-    }
-
     /// Runs until cancelled: woken by `wake` after each accepted webhook, by the next
     /// timer coming due, or by the idle poll. Each rules reload that removed or disabled
     /// rules (`reloads`) cancels their active runs.
@@ -719,29 +614,6 @@ impl Engine {
             }
         }
     }
-
-    async fn retire(&mut self, diff: &RuleSetDiff) {
-        // A run of a retired rule may be in the batch in flight: let it land first.
-        if let Err(error) = self.settle().await {
-            tracing::error!(%error, "engine commit failed; will retry");
-        }
-        for (ids, why) in [
-            (&diff.removed, "its rule was removed by a reload"),
-            (&diff.disabled, "its rule was disabled by a reload"),
-        ] {
-            if ids.is_empty() {
-                continue;
-            }
-            match self.retire_rules(ids, why).await {
-                Ok(count) => {
-                    tracing::info!(rules = ?ids, runs = count, "{why}: active runs cancelled")
-                }
-                Err(error) => {
-                    tracing::error!(%error, "cancelling the runs of retired rules failed")
-                }
-            }
-        }
-    }
 }
 
 /// Loads more objects into the batch's view.
@@ -781,37 +653,4 @@ fn fire(
     }
     batch.fire_timer(timer);
     pass.timers += 1;
-}
-
-#[cfg(test)]
-mod tests {
-    use followthrough_store::{Fence, PartitionLease, WorkShare};
-
-    use super::StoreWideDuties;
-
-    #[test]
-    fn store_wide_duties_go_with_partition_zero() {
-        let leased = |partitions: &[i16]| {
-            WorkShare::Leased(Fence {
-                holder: "a".into(),
-                leases: partitions
-                    .iter()
-                    .map(|&partition| PartitionLease {
-                        partition,
-                        epoch: 1,
-                    })
-                    .collect(),
-            })
-        };
-        let duties = StoreWideDuties::default();
-        assert!(duties.are_mine(), "alone until told otherwise");
-        duties.follow(&leased(&[1, 2, 3]));
-        assert!(!duties.are_mine());
-        duties.follow(&leased(&[0, 5]));
-        assert!(duties.are_mine());
-        duties.follow(&leased(&[]));
-        assert!(!duties.are_mine(), "standing by");
-        duties.follow(&WorkShare::All);
-        assert!(duties.are_mine());
-    }
 }
