@@ -13,49 +13,20 @@ use crate::rows::{self, limit};
 
 /// Writes the engine's part of a unit: runs, then timer changes, then outbox jobs.
 pub(crate) async fn apply(connection: &mut PgConnection, unit: &UnitOfWork) -> Result<()> {
-    // One statement per run, in the unit's order: the partial unique index is checked
-    // row by row, so a run that ends before another starts for its key is accepted, and
-    // a second active run is refused (a unique violation, which the caller gets as
-    // `StoreError::Conflict`, the whole unit rolled back).
-    //
-    // A stored run is replaced only if it is still at the revision the unit read it at
-    // (checked on the run's first write in the unit; later ones build on that write), so
-    // two instances that read one run cannot both change it: the second unit is refused
-    // whole and prepared again from what the first wrote.
-    let mut written: HashSet<&str> = HashSet::new();
-    for run in &unit.runs {
-        let expected = written.insert(run.run_id.as_str()).then_some(run.revision);
-        let result = sqlx::query(
-            "INSERT INTO runs (run_id, rule_id, rule_version, run_key, object, status, parallel,
-                               reason, state_json, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (run_id) DO UPDATE SET
-                 status = excluded.status, reason = excluded.reason,
-                 state_json = excluded.state_json, updated_at = excluded.updated_at,
-                 revision = runs.revision + 1
-             WHERE $12::BIGINT IS NULL OR runs.revision = $12",
-        )
-        .bind(run.run_id.as_str())
-        .bind(&run.rule_id)
-        .bind(&run.rule_version)
-        .bind(&run.key)
-        .bind(run.object.to_string())
-        .bind(&run.status)
-        .bind(run.parallel)
-        .bind(&run.reason)
-        .bind(run.state.to_string())
-        .bind(run.created_at.as_millis())
-        .bind(run.updated_at.as_millis())
-        .bind(expected)
-        .execute(&mut *connection)
-        .await?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!(
-                "run {} was changed by another writer since it was read (revision {})",
-                run.run_id, run.revision
-            ))
-            .into());
-        }
+    // The unit's runs in as few statements as the order allows (see `write_runs`): a
+    // statement per run was a round trip per run, most of a commit's time.
+    let mut checked: HashSet<&str> = HashSet::new();
+    let mut rest = unit.runs.as_slice();
+    while !rest.is_empty() {
+        // A statement may not touch one row twice: a run written again starts the next.
+        let mut ids: HashSet<&str> = HashSet::new();
+        let take = rest
+            .iter()
+            .take_while(|run| ids.insert(run.run_id.as_str()))
+            .count();
+        let (chunk, after) = rest.split_at(take);
+        write_runs(connection, chunk, &mut checked).await?;
+        rest = after;
     }
     if !unit.timers_cancelled.is_empty() {
         // By run and due time; the kind is not compared (the trait's contract).
@@ -75,6 +46,114 @@ pub(crate) async fn apply(connection: &mut PgConnection, unit: &UnitOfWork) -> R
     }
     insert_timers(connection, &unit.timers_scheduled).await?;
     queue_jobs(connection, unit).await
+}
+
+/// Writes runs (each id at most once) in one statement, in their order: the partial
+/// unique index is checked row by row as they are written, so a run that ends before
+/// another starts for its key is accepted, and a second active run is refused (a unique
+/// violation, which the caller gets as `StoreError::Conflict`, the whole unit rolled
+/// back).
+///
+/// A stored run is replaced only if it is still at the revision the unit read it at
+/// (checked on the run's first write in the unit; later ones build on that write), so
+/// two instances that read one run cannot both change it: the second unit is refused
+/// whole and prepared again from what the first wrote. The expected revision travels in
+/// the inserted row's `revision` (what a new run is stored with), -1 meaning "already
+/// checked in this unit"; the rows actually written come back from `RETURNING`.
+async fn write_runs<'a>(
+    connection: &mut PgConnection,
+    runs: &'a [RunRecord],
+    checked: &mut HashSet<&'a str>,
+) -> Result<()> {
+    let mut columns = RunColumns::default();
+    for run in runs {
+        let expected = if checked.insert(run.run_id.as_str()) {
+            run.revision
+        } else {
+            -1
+        };
+        columns.push(run, expected);
+    }
+    let written: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO runs (run_id, rule_id, rule_version, run_key, object, status, parallel,
+                           reason, state_json, created_at, updated_at, revision)
+         SELECT run_id, rule_id, rule_version, run_key, object, status, parallel, reason,
+                state_json, created_at, updated_at, revision
+         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[],
+                     $7::BOOLEAN[], $8::TEXT[], $9::TEXT[], $10::BIGINT[], $11::BIGINT[],
+                     $12::BIGINT[])
+             WITH ORDINALITY AS r (run_id, rule_id, rule_version, run_key, object, status,
+                                   parallel, reason, state_json, created_at, updated_at,
+                                   revision, ord)
+         ORDER BY ord
+         ON CONFLICT (run_id) DO UPDATE SET
+             status = excluded.status, reason = excluded.reason,
+             state_json = excluded.state_json, updated_at = excluded.updated_at,
+             revision = runs.revision + 1
+         WHERE excluded.revision < 0 OR runs.revision = excluded.revision
+         RETURNING run_id",
+    )
+    .bind(&columns.run_id)
+    .bind(&columns.rule_id)
+    .bind(&columns.rule_version)
+    .bind(&columns.key)
+    .bind(&columns.object)
+    .bind(&columns.status)
+    .bind(&columns.parallel)
+    .bind(&columns.reason)
+    .bind(&columns.state)
+    .bind(&columns.created_at)
+    .bind(&columns.updated_at)
+    .bind(&columns.expected)
+    .fetch_all(&mut *connection)
+    .await?;
+    if written.len() < runs.len() {
+        let written: HashSet<&str> = written.iter().map(String::as_str).collect();
+        let stale = runs
+            .iter()
+            .find(|run| !written.contains(run.run_id.as_str()))
+            .expect("fewer rows written than runs");
+        return Err(StoreError::Conflict(format!(
+            "run {} was changed by another writer since it was read (revision {})",
+            stale.run_id, stale.revision
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Runs as the column arrays `write_runs` binds.
+#[derive(Default)]
+struct RunColumns {
+    run_id: Vec<String>,
+    rule_id: Vec<String>,
+    rule_version: Vec<String>,
+    key: Vec<String>,
+    object: Vec<String>,
+    status: Vec<String>,
+    parallel: Vec<bool>,
+    reason: Vec<Option<String>>,
+    state: Vec<String>,
+    created_at: Vec<i64>,
+    updated_at: Vec<i64>,
+    expected: Vec<i64>,
+}
+
+impl RunColumns {
+    fn push(&mut self, run: &RunRecord, expected: i64) {
+        self.run_id.push(run.run_id.to_string());
+        self.rule_id.push(run.rule_id.clone());
+        self.rule_version.push(run.rule_version.clone());
+        self.key.push(run.key.clone());
+        self.object.push(run.object.to_string());
+        self.status.push(run.status.clone());
+        self.parallel.push(run.parallel);
+        self.reason.push(run.reason.clone());
+        self.state.push(run.state.to_string());
+        self.created_at.push(run.created_at.as_millis());
+        self.updated_at.push(run.updated_at.as_millis());
+        self.expected.push(expected);
+    }
 }
 
 /// Queues the unit's outbox jobs in its order; a job whose idempotency key is already
