@@ -2,11 +2,11 @@
 //! SQLite backend's order (objects, marks, properties, journal, runs, timers, outbox,
 //! context, then the events marked applied).
 //!
-//! Bulk parts (property writes, journal, timers, outbox) go in one statement each with
-//! `UNNEST` over arrays: a round trip per row would be most of a unit's time. Runs, marks
-//! and links stay one statement per row, because the order of their rows changes the
-//! outcome (a run that ends before another starts for the same key; a link added, then
-//! removed).
+//! Bulk parts (property writes, journal, runs, timers, outbox) go in one statement each
+//! with `UNNEST` over arrays: a round trip per row would be most of a unit's time. Runs
+//! keep their order inside the statement (see `runs::write_runs`). Marks and links stay
+//! one statement per row, because the order of their rows changes the outcome (a link
+//! added, then removed).
 
 use std::collections::BTreeMap;
 
