@@ -51,6 +51,24 @@ pub(crate) fn start_server_with(db: &TestDb, port: u16, env: &[(&str, String)]) 
         .unwrap()
 }
 
+/// A webhook POST of `body` to the server on `port`, signed v3 now for the public URL
+/// the servers are started with, as HubSpot would send it.
+pub(crate) fn signed_webhook(
+    client: &reqwest::Client,
+    port: u16,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    let now = SystemClock.now().as_millis();
+    let mut request = client
+        .post(format!("http://127.0.0.1:{port}/webhooks/hubspot"))
+        .body(body.to_owned());
+    for (name, value) in signed_headers(SECRET, "http://127.0.0.1:8080/webhooks/hubspot", body, now)
+    {
+        request = request.header(name, value);
+    }
+    request
+}
+
 pub(crate) async fn wait_ready(client: &reqwest::Client, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -107,16 +125,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_batch() {
             while !stop.load(Ordering::Relaxed) {
                 batch_no += 1;
                 let body = batch(client_no, batch_no);
-                let now = SystemClock.now().as_millis();
-                let mut request = client
-                    .post(format!("http://127.0.0.1:{port}/webhooks/hubspot"))
-                    .body(body.clone());
-                for (name, value) in
-                    signed_headers(SECRET, "http://127.0.0.1:8080/webhooks/hubspot", &body, now)
-                {
-                    request = request.header(name, value);
-                }
-                match request.send().await {
+                match signed_webhook(&client, port, &body).send().await {
                     Ok(response) if response.status() == 200 => {
                         acknowledged.lock().await.push((client_no, batch_no))
                     }
@@ -306,16 +315,7 @@ async fn sigkill_at_random_points_loses_no_event_and_queues_no_action_twice() {
         senders.push(tokio::spawn(async move {
             for body in batches.iter().skip(sender).step_by(4) {
                 loop {
-                    let now = SystemClock.now().as_millis();
-                    let mut request = client
-                        .post(format!("http://127.0.0.1:{port}/webhooks/hubspot"))
-                        .body(body.clone());
-                    for (name, value) in
-                        signed_headers(SECRET, "http://127.0.0.1:8080/webhooks/hubspot", body, now)
-                    {
-                        request = request.header(name, value);
-                    }
-                    match request.send().await {
+                    match signed_webhook(&client, port, body).send().await {
                         Ok(response) if response.status() == 200 => break,
                         _ => tokio::time::sleep(Duration::from_millis(50)).await,
                     }

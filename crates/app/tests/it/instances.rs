@@ -20,8 +20,8 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Mutex;
 
-use crate::crash::{free_port, wait_ready};
-use crate::helpers::{SECRET, example_rule, property_change, signed_headers};
+use crate::crash::{free_port, signed_webhook, wait_ready};
+use crate::helpers::{SECRET, example_rule, property_change};
 
 const OWNER: &str = "7";
 /// The unique task property the connector creates tasks through (batch upsert by it).
@@ -295,17 +295,7 @@ async fn send_all(cluster: Arc<Cluster>, contacts: u64, sent: Arc<AtomicUsize>) 
                 loop {
                     turn += 1;
                     let port = cluster.ports[turn % cluster.ports.len()];
-                    let now = SystemClock.now().as_millis();
-                    let mut request = cluster
-                        .client
-                        .post(format!("http://127.0.0.1:{port}/webhooks/hubspot"))
-                        .body(body.clone());
-                    for (name, value) in
-                        signed_headers(SECRET, "http://127.0.0.1:8080/webhooks/hubspot", &body, now)
-                    {
-                        request = request.header(name, value);
-                    }
-                    match request.send().await {
+                    match signed_webhook(&cluster.client, port, &body).send().await {
                         Ok(response) if response.status() == 200 => break,
                         _ => {
                             assert!(Instant::now() < deadline, "no instance took the webhook");
