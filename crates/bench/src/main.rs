@@ -227,6 +227,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The in-process scenarios (`timers`) log the engine's batches with
+    // RUST_LOG=followthrough::engine=debug.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let multi_store = matches!(
         cli.scenario,
         Scenario::Ingest { .. }

@@ -17,6 +17,7 @@ mod runs;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
@@ -206,10 +207,16 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, unit: UnitOfWork) -> Result<(), StoreError> {
-        let prepared = queries::PreparedUnit::new(unit);
-        self.writer
-            .write(move |connection| queries::apply(connection, &prepared))
-            .await
+        // Shared with the writer's job so that the unit is freed here, not on the writer
+        // thread (freeing a unit's JSON values was a seventh of the writer's time).
+        let prepared = Arc::new(queries::PreparedUnit::new(unit));
+        let for_writer = Arc::clone(&prepared);
+        let committed = self
+            .writer
+            .write(move |connection| queries::apply(connection, &for_writer))
+            .await;
+        drop(prepared);
+        committed
     }
 
     async fn active_runs(&self, rule_id: &str, key: &str) -> Result<Vec<RunRecord>, StoreError> {

@@ -52,13 +52,22 @@ where
     }
 
     fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
-        let result = match (committed, self.result) {
+        let TypedJob {
+            work,
+            result,
+            reply,
+        } = *self;
+        // The work (and what it captured) is dropped before the caller is answered, so
+        // a caller that shares its data with `work` through an `Arc` frees it on its own
+        // thread: the writer is the thread every write waits for.
+        drop(work);
+        let result = match (committed, result) {
             (_, Some(Err(job_error))) => Err(job_error),
             (Err(commit_error), _) => Err(commit_error),
             (Ok(()), Some(Ok(value))) => Ok(value),
             (Ok(()), None) => Err(StoreError::Backend("job was never run".into())),
         };
-        let _ = self.reply.send(result);
+        let _ = reply.send(result);
     }
 }
 

@@ -51,6 +51,7 @@ use std::time::Duration;
 use followthrough_core::{Clock, ObjectRef, Timestamp};
 use followthrough_rules::{Calendar, RuleSetDiff, RunState};
 use followthrough_store::{Store, StoreError, TimerRecord, UnitOfWork, WorkShare};
+use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -318,10 +319,15 @@ impl Engine {
         let now = parts.clock.now();
         let busy = self.in_flight.as_ref();
         let started = std::time::Instant::now();
+        // The batch in flight is still pending in the store until it commits, and it is
+        // the oldest work: read past it, or the next batch would find only what it holds
+        // and wait for its commit instead of being prepared alongside it.
         let mut events = store
-            .pending_events_in(&share, now, parts.batch_size)
+            .pending_events_in(&share, now, parts.batch_size + busy.map_or(0, |b| b.seqs.len()))
             .await?;
-        let mut due = store.due_timers_in(&share, now, parts.batch_size).await?;
+        let mut due = store
+            .due_timers_in(&share, now, parts.batch_size + busy.map_or(0, |b| b.timers.len()))
+            .await?;
         due.retain(|t| {
             let key = (t.timer.run_id.to_string(), t.timer.due_at);
             self.timer_retry
@@ -346,6 +352,8 @@ impl Engine {
                 true
             });
         }
+        events.truncate(parts.batch_size);
+        due.truncate(parts.batch_size);
         if events.is_empty() && due.is_empty() {
             return Ok(None);
         }
@@ -372,7 +380,7 @@ impl Engine {
             .runs
             .iter()
             .filter(|r| timer_run_ids.contains(r.run_id.as_str()))
-            .filter_map(|r| serde_json::from_value(r.state.clone()).ok())
+            .filter_map(|r| RunState::deserialize(&r.state).ok())
             .collect();
         // Links this batch creates count for what it must load and fetch: a call linked
         // to a contact and created in the same webhook is activity on that contact.

@@ -1,6 +1,7 @@
 //! Runs of rules a reload removed or disabled: cancelled, with the reason journaled.
 
 use followthrough_rules::{RuleSetDiff, RunState, cancel_run};
+use serde::Deserialize;
 use followthrough_store::{RunRecord, StoreError, TimerRecord, UnitOfWork};
 
 use super::{Engine, record};
@@ -27,7 +28,7 @@ impl Engine {
         let mut unit = UnitOfWork::default();
         for rule_id in rule_ids {
             for record in self.parts.store.active_runs_of_rule(rule_id).await? {
-                let Ok(state) = serde_json::from_value::<RunState>(record.state.clone()) else {
+                let Ok(state) = RunState::deserialize(&record.state) else {
                     continue;
                 };
                 let result = cancel_run(&state, why);

@@ -24,6 +24,7 @@ use followthrough_store::{
     CachedOwner, Deferral, ObjectsView, PendingEvent, RunRecord, StoreError, TimerRecord,
     UnitOfWork,
 };
+use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::lookup::{LOOKUP_TIMER, LookupOutcome};
@@ -178,7 +179,7 @@ impl<'a> Batch<'a> {
         if self.runs.contains_key(&key) {
             return Ok(());
         }
-        let state: RunState = serde_json::from_value(record.state.clone())
+        let state = RunState::deserialize(&record.state)
             .map_err(|e| StoreError::Corrupt(format!("run {key}: {e}")))?;
         if state.status.is_active() {
             self.index(&state);
@@ -207,15 +208,15 @@ impl<'a> Batch<'a> {
             .insert(state.run_id.clone());
     }
 
-    fn unindex(&mut self, state: &RunState) {
-        if let Some(ids) = self.by_object.get_mut(&state.object) {
-            ids.remove(&state.run_id);
+    fn unindex(&mut self, object: &ObjectRef, rule_id: &str, key: &str, run_id: &str) {
+        if let Some(ids) = self.by_object.get_mut(object) {
+            ids.remove(run_id);
         }
         if let Some(ids) = self
             .by_key
-            .get_mut(&(state.rule_id.clone(), state.key.clone()))
+            .get_mut(&(rule_id.to_owned(), key.to_owned()))
         {
-            ids.remove(&state.run_id);
+            ids.remove(run_id);
         }
     }
 

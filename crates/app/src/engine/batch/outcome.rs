@@ -19,28 +19,48 @@ impl Batch<'_> {
         let run_id = state.run_id.clone();
         self.changes += 1;
         let changes = self.changes;
-        if let Some(run) = self.runs.get(&run_id) {
-            let old = run.state.clone();
-            if old.status.is_active() {
-                self.unindex(&old);
-            }
+        if let Some(run) = self.runs.get(&run_id)
+            && run.state.status.is_active()
+        {
+            let (object, rule_id, key) = (
+                run.state.object.clone(),
+                run.state.rule_id.clone(),
+                run.state.key.clone(),
+            );
+            self.unindex(&object, &rule_id, &key, &run_id);
         }
         if state.status.is_active() {
             self.index(&state);
         }
-        let run = self.runs.entry(run_id.clone()).or_insert_with(|| Run {
-            state: state.clone(),
-            created_at: now,
-            parallel: false,
-            revision: 0,
-            changed: None,
-        });
-        run.state = state.clone();
-        run.changed = Some(changes);
         // Run ids are ours (`RunId::new` above, or read back from the store).
-        let Some(parsed_id) = RunId::parse(&run_id) else {
-            return;
-        };
+        if let Some(parsed_id) = RunId::parse(&run_id) {
+            self.decided(&state, &parsed_id, decisions);
+        }
+        // Moved in last: the decisions' rows above are built from it.
+        match self.runs.get_mut(&run_id) {
+            Some(run) => {
+                run.state = state;
+                run.changed = Some(changes);
+            }
+            None => {
+                self.runs.insert(
+                    run_id,
+                    Run {
+                        state,
+                        created_at: now,
+                        parallel: false,
+                        revision: 0,
+                        changed: Some(changes),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Turns a run's decisions into timer changes, outbox jobs and journal rows.
+    fn decided(&mut self, state: &RunState, parsed_id: &RunId, decisions: Vec<Decision>) {
+        let now = self.settings.now;
+        let run_id = &state.run_id;
         for decision in decisions {
             match decision {
                 Decision::ScheduleTimer { at, kind, step } => {
@@ -133,10 +153,16 @@ impl Batch<'_> {
     pub(super) fn cancel_timer_row(&mut self, run_id: &str, at: Timestamp) {
         // A timer scheduled in this batch is simply not written; one from the store is
         // deleted.
-        let before = self.scheduled.len();
-        self.scheduled
-            .retain(|(id, due, _)| !(id == run_id && *due == at));
-        if self.scheduled.len() == before {
+        let scheduled_here: Vec<(String, Timestamp, String)> = self
+            .scheduled
+            .range((run_id.to_owned(), at, String::new())..)
+            .take_while(|(id, due, _)| id == run_id && *due == at)
+            .cloned()
+            .collect();
+        for timer in &scheduled_here {
+            self.scheduled.remove(timer);
+        }
+        if scheduled_here.is_empty() {
             self.cancelled.insert((run_id.to_owned(), at));
         }
     }
