@@ -57,7 +57,7 @@ impl SqliteStore {
         // are the checkpointer thread's job; the writer only steps in if the WAL passes
         // 64 MiB.
         connection
-            .execute_batch("PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 16384;")
+            .execute_batch("PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 16384;")
             .map_err(sql_error)?;
         Ok(Self {
             readers: Readers::new(path.clone()),
