@@ -1,8 +1,8 @@
 //! Runs of rules a reload removed or disabled: cancelled, with the reason journaled.
 
 use followthrough_rules::{RuleSetDiff, RunState, cancel_run};
-use serde::Deserialize;
 use followthrough_store::{RunRecord, StoreError, TimerRecord, UnitOfWork};
+use serde::Deserialize;
 
 use super::{Engine, record};
 

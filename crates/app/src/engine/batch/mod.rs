@@ -212,10 +212,7 @@ impl<'a> Batch<'a> {
         if let Some(ids) = self.by_object.get_mut(object) {
             ids.remove(run_id);
         }
-        if let Some(ids) = self
-            .by_key
-            .get_mut(&(rule_id.to_owned(), key.to_owned()))
-        {
+        if let Some(ids) = self.by_key.get_mut(&(rule_id.to_owned(), key.to_owned())) {
             ids.remove(run_id);
         }
     }

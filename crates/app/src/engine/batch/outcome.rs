@@ -72,18 +72,18 @@ impl Batch<'_> {
                     self.scheduled.insert((run_id.clone(), at, kind.clone()));
                     self.unit
                         .journal
-                        .push(record::timer_scheduled(now, &state, at, &kind, &step));
+                        .push(record::timer_scheduled(now, state, at, &kind, &step));
                 }
                 Decision::CancelTimer { at, step } => {
-                    self.cancel_timer_row(&run_id, at);
+                    self.cancel_timer_row(run_id, at);
                     self.unit
                         .journal
-                        .push(record::timer_cancelled(now, &state, at, &step));
+                        .push(record::timer_cancelled(now, state, at, &step));
                 }
                 Decision::Action(action) => {
                     self.unit
                         .journal
-                        .push(record::action_queued(now, &state, &action));
+                        .push(record::action_queued(now, state, &action));
                     let connector = connector_for(&action.action, &action.object);
                     self.unit.outbox.push(OutboxJob {
                         idempotency_key: action.idempotency_key,
@@ -100,11 +100,11 @@ impl Batch<'_> {
                 Decision::Skipped { action, step, why } => self
                     .unit
                     .journal
-                    .push(record::action_skipped(now, &state, &action, &step, &why)),
+                    .push(record::action_skipped(now, state, &action, &step, &why)),
                 Decision::Lookup(lookup) => {
                     self.unit
                         .journal
-                        .push(record::lookup_waiting(now, &state, &lookup));
+                        .push(record::lookup_waiting(now, state, &lookup));
                     // The outbox performs it (the engine never calls an API); its outcome
                     // comes back as a `lookup` timer. The key is the one `lookup::job_key`
                     // finds again from the waiting run's cursor.
@@ -126,7 +126,7 @@ impl Batch<'_> {
                 }
                 Decision::Condition { step, trace } => self.unit.journal.push(record::condition(
                     now,
-                    &state,
+                    state,
                     &step,
                     &trace,
                     self.settings.redactor,
@@ -134,17 +134,17 @@ impl Batch<'_> {
                 Decision::Completed => {
                     self.unit
                         .journal
-                        .push(record::run_ended(now, &state, "completed", None))
+                        .push(record::run_ended(now, state, "completed", None))
                 }
                 Decision::Failed { why } => {
                     self.unit
                         .journal
-                        .push(record::run_ended(now, &state, "failed", Some(&why)))
+                        .push(record::run_ended(now, state, "failed", Some(&why)))
                 }
                 Decision::Cancelled { why } => {
                     self.unit
                         .journal
-                        .push(record::run_ended(now, &state, "cancelled", Some(&why)))
+                        .push(record::run_ended(now, state, "cancelled", Some(&why)))
                 }
             }
         }
