@@ -227,3 +227,67 @@ async fn a_restart_within_one_batch_leaves_one_waiting_run() {
     );
     assert_eq!(app.count("SELECT COUNT(*) FROM timers"), 1);
 }
+
+/// A rule keyed by a property (one run per company), restarted by each contact's demo
+/// request: runs of one key belong to many objects, so they cross the engine's batches,
+/// several of which commit at once. Small batches make that happen often.
+const ONE_PER_COMPANY: &str = r#"id: one-follow-up-per-company
+description: One follow-up per company, for its latest demo request.
+on: { object: contact, change: demo_requested, to: "yes" }
+key: object.company_id
+on_retrigger: restart
+steps:
+  - wait: 1h
+  - create_task: { subject: "Follow up the company's demo request", priority: MEDIUM }
+"#;
+
+#[tokio::test]
+async fn runs_keyed_across_objects_follow_event_order_across_batches_in_flight() {
+    let rule = ("one-per-company.yaml".to_owned(), ONE_PER_COMPANY.to_owned());
+    let app = spawn_app_with_rules(&[rule], "[engine]\nbatch_size = 20\n").await;
+    const CONTACTS: u64 = 300;
+    const COMPANIES: u64 = 7;
+    let start = app.clock.now().as_millis();
+    // Contact i asks at start + i ms: within a company, the latest contact's run must be
+    // the one left waiting, whatever batches the requests landed in.
+    for chunk in (0..CONTACTS).collect::<Vec<_>>().chunks(30) {
+        let events: Vec<Value> = chunk
+            .iter()
+            .flat_map(|i| {
+                let (contact, at) = (1_000 + i, start + *i as i64);
+                let company = (i % COMPANIES).to_string();
+                [
+                    property_change(i * 2 + 1, "contact", contact, at, "company_id", &company),
+                    property_change(i * 2 + 2, "contact", contact, at, "demo_requested", "yes"),
+                ]
+            })
+            .collect();
+        let response = app.post_hubspot(&Value::Array(events).to_string()).await;
+        assert_eq!(response.status(), 200);
+    }
+    app.settle().await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM inbox_applied"),
+        (CONTACTS * 2) as i64
+    );
+    let waiting: Vec<(String, String)> = app.db.rows(
+        "SELECT run_key, object FROM runs WHERE status = 'waiting' ORDER BY run_key",
+    );
+    let expected: Vec<(String, String)> = (0..COMPANIES)
+        .map(|company| {
+            let last = (0..CONTACTS).filter(|i| i % COMPANIES == company).max().unwrap();
+            (company.to_string(), format!("hubspot:contact:{}", 1_000 + last))
+        })
+        .collect();
+    assert_eq!(waiting, expected, "the latest request of each company waits");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM runs WHERE status = 'cancelled'"),
+        (CONTACTS - COMPANIES) as i64,
+        "every other run was restarted away"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM timers"), COMPANIES as i64);
+
+    app.advance(Duration::from_secs(3_600)).await;
+    let tasks = app.count("SELECT COUNT(*) FROM outbox WHERE action = 'create_task'");
+    assert_eq!(tasks, COMPANIES as i64, "one task per company");
+}
