@@ -243,7 +243,10 @@ steps:
 
 #[tokio::test]
 async fn runs_keyed_across_objects_follow_event_order_across_batches_in_flight() {
-    let rule = ("one-per-company.yaml".to_owned(), ONE_PER_COMPANY.to_owned());
+    let rule = (
+        "one-per-company.yaml".to_owned(),
+        ONE_PER_COMPANY.to_owned(),
+    );
     let app = spawn_app_with_rules(&[rule], "[engine]\nbatch_size = 20\n").await;
     const CONTACTS: u64 = 300;
     const COMPANIES: u64 = 7;
@@ -270,16 +273,25 @@ async fn runs_keyed_across_objects_follow_event_order_across_batches_in_flight()
         app.count("SELECT COUNT(*) FROM inbox_applied"),
         (CONTACTS * 2) as i64
     );
-    let waiting: Vec<(String, String)> = app.db.rows(
-        "SELECT run_key, object FROM runs WHERE status = 'waiting' ORDER BY run_key",
-    );
+    let waiting: Vec<(String, String)> = app
+        .db
+        .rows("SELECT run_key, object FROM runs WHERE status = 'waiting' ORDER BY run_key");
     let expected: Vec<(String, String)> = (0..COMPANIES)
         .map(|company| {
-            let last = (0..CONTACTS).filter(|i| i % COMPANIES == company).max().unwrap();
-            (company.to_string(), format!("hubspot:contact:{}", 1_000 + last))
+            let last = (0..CONTACTS)
+                .filter(|i| i % COMPANIES == company)
+                .max()
+                .unwrap();
+            (
+                company.to_string(),
+                format!("hubspot:contact:{}", 1_000 + last),
+            )
         })
         .collect();
-    assert_eq!(waiting, expected, "the latest request of each company waits");
+    assert_eq!(
+        waiting, expected,
+        "the latest request of each company waits"
+    );
     assert_eq!(
         app.count("SELECT COUNT(*) FROM runs WHERE status = 'cancelled'"),
         (CONTACTS - COMPANIES) as i64,
