@@ -36,22 +36,16 @@ impl Engine {
         let now = parts.clock.now();
         let busy = &self.in_flight;
         let started = std::time::Instant::now();
-        // The batch in flight is still pending in the store until it commits, and it is
-        // the oldest work: read past it, or the next batch would find only what it holds
-        // and wait for its commit instead of being prepared alongside it.
+        // The batches in flight are still pending in the store until they commit, and
+        // they are the oldest work: read past them, or the next batch would find only
+        // what they hold and wait for their commits instead of being prepared alongside.
+        let events_in_flight: usize = busy.iter().map(|b| b.seqs.len()).sum();
+        let timers_in_flight: usize = busy.iter().map(|b| b.timers.len()).sum();
         let mut events = store
-            .pending_events_in(
-                &share,
-                now,
-                parts.batch_size + busy.iter().map(|b| b.seqs.len()).sum::<usize>(),
-            )
+            .pending_events_in(&share, now, parts.batch_size + events_in_flight)
             .await?;
         let mut due = store
-            .due_timers_in(
-                &share,
-                now,
-                parts.batch_size + busy.iter().map(|b| b.timers.len()).sum::<usize>(),
-            )
+            .due_timers_in(&share, now, parts.batch_size + timers_in_flight)
             .await?;
         due.retain(|t| {
             let key = (t.timer.run_id.to_string(), t.timer.due_at);

@@ -29,6 +29,28 @@ pub(crate) fn start_server(db: &TestDb, port: u16) -> Child {
 }
 
 /// `start_server` with more `FOLLOWTHROUGH__*` settings.
+/// Settings for a server that is killed while it holds outbox jobs: a short lease, so
+/// another start (or instance) retries them soon, and connector timeouts short enough
+/// that the lease outlasts three of every connector's.
+pub(crate) fn short_outbox_lease() -> [(&'static str, String); 5] {
+    [
+        ("FOLLOWTHROUGH__OUTBOX__LEASE_MS", "4000".into()),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__TIMEOUT_MS",
+            "1000".into(),
+        ),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__SLACK__TIMEOUT_MS",
+            "1000".into(),
+        ),
+        (
+            "FOLLOWTHROUGH__CONNECTORS__PIPEDRIVE__TIMEOUT_MS",
+            "1000".into(),
+        ),
+        ("FOLLOWTHROUGH__CONNECTORS__HTTP__TIMEOUT_MS", "1000".into()),
+    ]
+}
+
 pub(crate) fn start_server_with(db: &TestDb, port: u16, env: &[(&str, String)]) -> Child {
     let rules = db.file().with_extension("rules");
     Command::new(env!("CARGO_BIN_EXE_followthrough"))

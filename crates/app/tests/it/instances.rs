@@ -20,7 +20,7 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Mutex;
 
-use crate::crash::{free_port, signed_webhook, wait_ready};
+use crate::crash::{free_port, short_outbox_lease, signed_webhook, wait_ready};
 use crate::helpers::{SECRET, example_rule, property_change};
 
 const OWNER: &str = "7";
@@ -175,29 +175,21 @@ impl Cluster {
                 KEY_PROPERTY.into(),
             ),
             (&format!("{hubspot}__IDEMPOTENCY_UPSERT"), "true".into()),
-            (&format!("{hubspot}__TIMEOUT_MS"), "1000".into()),
             // HubSpot's real limit (100 per 10 s per instance) would make the test wait
-            // minutes; claimed jobs would also outwait the short lease below.
+            // minutes; claimed jobs would also outwait the short lease (`short_outbox_lease`).
             (&format!("{hubspot}__RATE_LIMIT"), "1000".into()),
             (&format!("{hubspot}__RATE_LIMIT_WINDOW_MS"), "1000".into()),
-            // A killed instance's leased jobs are retried by the others after this; it
-            // must outlast three timeouts of every connector.
-            ("FOLLOWTHROUGH__OUTBOX__LEASE_MS", "4000".into()),
-            (
-                "FOLLOWTHROUGH__CONNECTORS__SLACK__TIMEOUT_MS",
-                "1000".into(),
-            ),
-            (
-                "FOLLOWTHROUGH__CONNECTORS__PIPEDRIVE__TIMEOUT_MS",
-                "1000".into(),
-            ),
-            ("FOLLOWTHROUGH__CONNECTORS__HTTP__TIMEOUT_MS", "1000".into()),
             ("FOLLOWTHROUGH__OUTBOX__POLL_MS", "100".into()),
             ("FOLLOWTHROUGH__LOG__LEVEL", "warn".into()),
         ];
         Command::new(env!("CARGO_BIN_EXE_followthrough"))
             .arg("serve")
-            .envs(settings.iter().map(|(k, v)| (k as &str, v.as_str())))
+            .envs(
+                settings
+                    .iter()
+                    .chain(&short_outbox_lease())
+                    .map(|(k, v)| (k as &str, v.as_str())),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -21,7 +21,7 @@ use super::{
     queue_tasks, statuses,
 };
 use crate::backend::TestDb;
-use crate::crash::{free_port, start_server_with, wait_ready};
+use crate::crash::{free_port, short_outbox_lease, start_server_with, wait_ready};
 
 const ACTIONS: usize = 2_000;
 /// Requests per second the workers may send; the fake checks it was never exceeded.
@@ -73,7 +73,7 @@ async fn sigkill_during_chaos_loses_no_action_and_duplicates_none() {
         store.close().await.unwrap();
     }
     hubspot.set_chaos(chaos());
-    let env = [
+    let env: Vec<(&str, String)> = [
         (
             "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__BASE_URL",
             hubspot.base_url(),
@@ -88,10 +88,6 @@ async fn sigkill_during_chaos_loses_no_action_and_duplicates_none() {
             "true".into(),
         ),
         (
-            "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__TIMEOUT_MS",
-            "1000".into(),
-        ),
-        (
             "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__CONCURRENCY",
             "32".into(),
         ),
@@ -103,17 +99,6 @@ async fn sigkill_during_chaos_loses_no_action_and_duplicates_none() {
             "FOLLOWTHROUGH__CONNECTORS__HUBSPOT__RATE_LIMIT_WINDOW_MS",
             "1000".into(),
         ),
-        ("FOLLOWTHROUGH__OUTBOX__LEASE_MS", "4000".into()),
-        // The lease must outlast 3 timeouts of every connector.
-        (
-            "FOLLOWTHROUGH__CONNECTORS__SLACK__TIMEOUT_MS",
-            "1000".into(),
-        ),
-        (
-            "FOLLOWTHROUGH__CONNECTORS__PIPEDRIVE__TIMEOUT_MS",
-            "1000".into(),
-        ),
-        ("FOLLOWTHROUGH__CONNECTORS__HTTP__TIMEOUT_MS", "1000".into()),
         ("FOLLOWTHROUGH__OUTBOX__RETRY_BASE_MS", "200".into()),
         // Up to 40% of calls fail: without a low cap, the unluckiest jobs back off for
         // minutes, which is right in production and too slow for a test.
@@ -121,7 +106,10 @@ async fn sigkill_during_chaos_loses_no_action_and_duplicates_none() {
         ("FOLLOWTHROUGH__OUTBOX__MAX_ATTEMPTS", "50".into()),
         ("FOLLOWTHROUGH__OUTBOX__CIRCUIT_OPEN_MS", "1000".into()),
         ("FOLLOWTHROUGH__OUTBOX__POLL_MS", "50".into()),
-    ];
+    ]
+    .into_iter()
+    .chain(short_outbox_lease())
+    .collect();
     let client = reqwest::Client::new();
     // Killed twice while calls are in flight, then left to finish.
     for run_for in [Duration::from_millis(1_500), Duration::from_millis(2_500)] {
