@@ -24,7 +24,7 @@ use followthrough_store_sqlite::SqliteStore;
 use serde_json::json;
 
 use crate::load::ms;
-use crate::proc::status_kib as vm_kib;
+use crate::proc::{self, ThreadCpu, status_kib as vm_kib};
 
 const RULE: &str = r#"id: bench-timer
 description: Waits an hour, then marks the contact.
@@ -47,6 +47,11 @@ pub struct Report {
     fired: u64,
     passes: u64,
     rss: [(&'static str, u64, u64); 3],
+    /// CPU the whole process used while firing, and by thread name: steadier than the
+    /// wall-clock rate on a shared machine, and it says which side (the SQLite writer or
+    /// reading and evaluating) costs what.
+    fire_cpu: Duration,
+    fire_threads: Vec<ThreadCpu>,
     db_bytes: u64,
     checks: Checks,
 }
@@ -110,6 +115,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         lease_ms: 10_000,
         store_wide: Arc::default(),
     });
+    let threads_before = proc::thread_cpu();
+    let cpu_before = proc::process_cpu();
     let firing = Instant::now();
     // The engine's own loop: each batch is read and evaluated while the one before it
     // commits.
@@ -117,6 +124,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let fired = total.timers as u64;
     let passes = fired.div_ceil(options.batch_size.max(1) as u64);
     let fire = firing.elapsed();
+    let fire_cpu = proc::process_cpu().saturating_sub(cpu_before);
+    let fire_threads = proc::thread_cpu_delta(&threads_before, &proc::thread_cpu());
     let rss_fired = (vm_kib("VmRSS:"), vm_kib("VmHWM:"));
     drop(engine);
     drop(store);
@@ -149,6 +158,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         ],
         schedule,
         fire,
+        fire_cpu,
+        fire_threads,
         fired,
         passes,
         db_bytes,
@@ -250,7 +261,27 @@ impl Report {
                     ms(self.fire) * 1000.0 / self.fired.max(1) as f64
                 ),
             ),
+            (
+                "CPU per fired timer".to_owned(),
+                format!(
+                    "{:.1} us ({:.1} s CPU = {:.2} cores)",
+                    self.fire_cpu.as_secs_f64() * 1e6 / self.fired.max(1) as f64,
+                    self.fire_cpu.as_secs_f64(),
+                    self.fire_cpu.as_secs_f64() / self.fire.as_secs_f64().max(1e-9)
+                ),
+            ),
         ];
+        for thread in &self.fire_threads {
+            rows.push((
+                format!("  CPU in {}", thread.name),
+                format!(
+                    "{:.1} us per timer ({:.0}%, {} thread(s))",
+                    thread.cpu.as_secs_f64() * 1e6 / self.fired.max(1) as f64,
+                    100.0 * thread.cpu.as_secs_f64() / self.fire_cpu.as_secs_f64().max(1e-9),
+                    thread.threads
+                ),
+            ));
+        }
         for (when, rss, hwm) in self.rss {
             rows.push((
                 format!("RSS {when}"),
@@ -287,6 +318,8 @@ impl Report {
             "fired": self.fired,
             "fired_per_s": self.fired_per_second(),
             "passes": self.passes,
+            "fire_cpu_s": self.fire_cpu.as_secs_f64(),
+            "fire_threads": self.fire_threads.iter().map(|t| json!({"name": t.name, "threads": t.threads, "cpu_s": t.cpu.as_secs_f64()})).collect::<Vec<_>>(),
             "rss_kib": self.rss.iter().map(|(when, rss, hwm)| json!({"when": when, "rss": rss, "peak": hwm})).collect::<Vec<_>>(),
             "db_bytes": self.db_bytes,
             "timers_left": self.checks.timers_left,

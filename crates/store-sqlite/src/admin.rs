@@ -6,10 +6,8 @@ use followthrough_store::{
 };
 use rusqlite::{Connection, params};
 
-use crate::runs::{RUN_COLUMNS, run_row};
+use crate::runs::{ACTIVE, RUN_COLUMNS, run_row};
 use crate::sql_error;
-
-const ACTIVE: &str = "('new', 'running', 'waiting')";
 
 pub(crate) fn stats(connection: &Connection) -> Result<StoreStats, StoreError> {
     let count = |sql: &str| -> Result<u64, StoreError> {
@@ -22,7 +20,7 @@ pub(crate) fn stats(connection: &Connection) -> Result<StoreStats, StoreError> {
     };
     let mut statement = connection
         .prepare_cached(&format!(
-            "SELECT rule_id, status, COUNT(*) FROM runs WHERE status IN {ACTIVE}
+            "SELECT rule_id, status, COUNT(*) FROM runs WHERE {ACTIVE}
              GROUP BY rule_id, status ORDER BY rule_id, status"
         ))
         .map_err(sql_error)?;
@@ -98,7 +96,7 @@ pub(crate) fn list_runs(
 ) -> Result<Vec<RunRecord>, StoreError> {
     let status = match filter.status.as_deref() {
         None => String::new(),
-        Some("active") => format!("AND status IN {ACTIVE}"),
+        Some("active") => format!("AND {ACTIVE}"),
         Some(_) => "AND status = ?3".to_owned(),
     };
     // Run ids are ULIDs: ordering by id is ordering by creation, and the id of the

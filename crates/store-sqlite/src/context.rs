@@ -10,7 +10,7 @@ use followthrough_store::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::runs::{RUN_COLUMNS, parse_run_id, run_row};
+use crate::runs::{ACTIVE, RUN_COLUMNS, parse_run_id, run_row};
 use crate::sql_error;
 
 /// Writes the context part of a unit: links, link lists, owners, deferrals.
@@ -224,7 +224,7 @@ pub(crate) fn load_objects(
     let mut runs = read
         .prepare_cached(&format!(
             "SELECT {RUN_COLUMNS} FROM runs
-             WHERE object IN (SELECT value FROM json_each(?1)) AND status IN ('new', 'running', 'waiting')
+             WHERE object IN (SELECT value FROM json_each(?1)) AND {ACTIVE}
              ORDER BY created_at, run_id"
         ))
         .map_err(sql_error)?;

@@ -164,7 +164,7 @@ impl Store for SqliteStore {
             .read(move |connection| {
                 context::runs_where(
                     connection,
-                    "rule_id = ?1 AND status IN ('new', 'running', 'waiting')",
+                    &format!("rule_id = ?1 AND {}", runs::ACTIVE),
                     &rule_id,
                 )
             })

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0004_outbox_workers.sql"),
     ),
     (5, "admin", include_str!("../migrations/0005_admin.sql")),
+    (
+        6,
+        "active_runs_predicate",
+        include_str!("../migrations/0006_active_runs_predicate.sql"),
+    ),
 ];
 
 /// The schema version this build expects.
