@@ -212,7 +212,7 @@ fn chunk(
             status: "waiting".into(),
             parallel: false,
             reason: None,
-            state: serde_json::to_value(&started.state)?,
+            state: started.state.to_json(),
             created_at: at,
             updated_at: at,
             revision: 0,

@@ -15,8 +15,15 @@ pub(crate) fn render_action(
     state: &RunState,
     ctx: &EvalContext,
 ) -> Result<Json, String> {
-    let tpl = ctx.template_value(&state.vars);
-    let render = |text: &Text| rule.templates.render(text, &tpl);
+    // Built on the first template only: the context as a template value is a deep copy
+    // of the object, and most actions' texts are literals (`update: {done: "yes"}`).
+    let tpl = std::cell::OnceCell::new();
+    let render = |text: &Text| match text {
+        Text::Literal(s) => Ok(s.clone()),
+        Text::Template { .. } => rule
+            .templates
+            .render(text, tpl.get_or_init(|| ctx.template_value(&state.vars))),
+    };
     let owner = ctx.owner.clone().unwrap_or_default();
     let owner_id = || {
         if owner.id.is_empty() {

@@ -178,6 +178,18 @@ impl RunState {
         }
     }
 
+    /// Reads a state from the JSON text a store keeps, straight into this type (no
+    /// `Value` tree on the way).
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The JSON text a store keeps.
+    pub fn to_json(&self) -> String {
+        // Every field is a string, number, map or plain enum: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| "null".to_owned())
+    }
+
     /// Whether an event on this run's object should be offered to it.
     pub fn waits_for_events(&self) -> bool {
         matches!(self.waiting, Some(Wait::Event { .. }))

@@ -149,7 +149,7 @@ impl RunColumns {
         self.status.push(run.status.clone());
         self.parallel.push(run.parallel);
         self.reason.push(run.reason.clone());
-        self.state.push(run.state.to_string());
+        self.state.push(run.state.clone());
         self.created_at.push(run.created_at.as_millis());
         self.updated_at.push(run.updated_at.as_millis());
         self.expected.push(expected);
@@ -242,7 +242,7 @@ pub(crate) fn run(row: &PgRow) -> Result<RunRecord> {
         status: row.try_get(5)?,
         parallel: row.try_get(6)?,
         reason: row.try_get(7)?,
-        state: rows::json(&row.try_get::<String, _>(8)?, "run state")?,
+        state: row.try_get(8)?,
         created_at: Timestamp(row.try_get(9)?),
         updated_at: Timestamp(row.try_get(10)?),
         revision: row.try_get(11)?,

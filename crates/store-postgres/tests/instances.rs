@@ -160,7 +160,7 @@ fn active_run(rule: &str, key: &str) -> RunRecord {
         status: "waiting".into(),
         parallel: false,
         reason: None,
-        state: json!({}),
+        state: json!({}).to_string(),
         created_at: Timestamp(1),
         updated_at: Timestamp(1),
         revision: 0,

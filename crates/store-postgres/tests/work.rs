@@ -188,7 +188,7 @@ async fn a_run_changed_since_it_was_read_is_not_overwritten() {
         status: "waiting".into(),
         parallel: false,
         reason: None,
-        state: json!({ "step": 0 }),
+        state: json!({ "step": 0 }).to_string(),
         created_at: Timestamp(1),
         updated_at: Timestamp(1),
         revision: 0,
@@ -203,7 +203,7 @@ async fn a_run_changed_since_it_was_read_is_not_overwritten() {
 
     // Two instances read revision 0; the first to commit wins.
     let first = RunRecord {
-        state: json!({ "step": 1 }),
+        state: json!({ "step": 1 }).to_string(),
         ..read[0].clone()
     };
     let second = RunRecord {
@@ -217,7 +217,7 @@ async fn a_run_changed_since_it_was_read_is_not_overwritten() {
     }
     let now = store.runs(std::slice::from_ref(&run.run_id)).await.unwrap();
     assert_eq!(now[0].status, "waiting");
-    assert_eq!(now[0].state, json!({ "step": 1 }));
+    assert_eq!(now[0].state_value(), json!({ "step": 1 }));
     assert_eq!(now[0].revision, 1);
 
     // One unit may write a run twice (it changed twice in one batch).
@@ -225,11 +225,11 @@ async fn a_run_changed_since_it_was_read_is_not_overwritten() {
         .apply(UnitOfWork {
             runs: vec![
                 RunRecord {
-                    state: json!({ "step": 2 }),
+                    state: json!({ "step": 2 }).to_string(),
                     ..now[0].clone()
                 },
                 RunRecord {
-                    state: json!({ "step": 3 }),
+                    state: json!({ "step": 3 }).to_string(),
                     ..now[0].clone()
                 },
             ],
@@ -239,7 +239,7 @@ async fn a_run_changed_since_it_was_read_is_not_overwritten() {
         .unwrap();
     let last = store.runs(std::slice::from_ref(&run.run_id)).await.unwrap();
     assert_eq!(
-        (last[0].state.clone(), last[0].revision),
+        (last[0].state_value(), last[0].revision),
         (json!({ "step": 3 }), 3)
     );
 }

@@ -176,9 +176,9 @@ pub(crate) fn pending_events(
 /// the one every write waits for, so it only binds and inserts.
 pub(crate) struct PreparedUnit {
     pub(crate) unit: UnitOfWork,
-    /// `property_writes[i].value`, `runs[i].state`, `outbox[i].params`, `journal[i].detail`.
+    /// `property_writes[i].value`, `outbox[i].params`, `journal[i].detail`. (A run's
+    /// state comes as text already.)
     pub(crate) values: Vec<String>,
-    pub(crate) states: Vec<String>,
     pub(crate) params: Vec<String>,
     pub(crate) details: Vec<String>,
 }
@@ -192,11 +192,6 @@ impl PreparedUnit {
                 .property_writes
                 .iter_mut()
                 .map(|w| take_json_text(&mut w.value))
-                .collect(),
-            states: unit
-                .runs
-                .iter_mut()
-                .map(|r| take_json_text(&mut r.state))
                 .collect(),
             params: unit
                 .outbox

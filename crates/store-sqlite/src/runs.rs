@@ -20,7 +20,7 @@ const UPSERT_RUN: &str =
 pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<(), StoreError> {
     let unit = &prepared.unit;
     let mut upsert = connection.prepare_cached(UPSERT_RUN).map_err(sql_error)?;
-    for (run, state) in unit.runs.iter().zip(&prepared.states) {
+    for run in &unit.runs {
         upsert
             .execute(params![
                 run.run_id.as_str(),
@@ -31,7 +31,7 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
                 run.status,
                 run.parallel,
                 run.reason,
-                state,
+                run.state,
                 run.created_at.as_millis(),
                 run.updated_at.as_millis(),
             ])
@@ -128,8 +128,7 @@ pub(crate) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<RunRecord, Store
             status,
             parallel,
             reason,
-            state: serde_json::from_str(&state)
-                .map_err(|e| StoreError::Corrupt(format!("run state: {e}")))?,
+            state,
             created_at: Timestamp(created_at),
             updated_at: Timestamp(updated_at),
             // One writer: nothing to tell apart.

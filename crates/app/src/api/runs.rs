@@ -257,7 +257,11 @@ pub async fn show(
 
 /// The run's wait, from the engine's state of it (absent or unreadable: no wait).
 fn waiting(run: &RunRecord) -> Option<Waiting> {
-    let wait: Wait = serde_json::from_value(run.state.get("waiting")?.clone()).ok()?;
+    #[derive(serde::Deserialize)]
+    struct Waits {
+        waiting: Option<Wait>,
+    }
+    let wait = serde_json::from_str::<Waits>(&run.state).ok()?.waiting?;
     let (kind, until) = match wait {
         Wait::Timer { due_at } => ("timer", Some(due_at)),
         Wait::Event { timeout_at } => ("event", Some(timeout_at)),

@@ -96,7 +96,7 @@ pub fn needs(
     rules: &RuleSet,
     view: &ObjectsView,
     events: &[PendingEvent],
-    timer_runs: &[RunState],
+    timer_runs: &HashMap<String, RunState>,
 ) -> Needs {
     // Every owner id an object has or gets in this batch.
     let mut owner_ids: HashMap<&ObjectRef, BTreeSet<String>> = HashMap::new();
@@ -169,7 +169,7 @@ pub fn needs(
             }
         }
     }
-    for run in timer_runs {
+    for run in timer_runs.values() {
         if let Some(rule) = rules.get(&run.rule_id) {
             add_rule(
                 &mut needs,

@@ -36,13 +36,12 @@ pub fn job_key(state: &RunState) -> String {
 pub async fn outcomes(
     store: &dyn Store,
     timers: &[TimerRecord],
-    states: &[RunState],
+    states: &HashMap<String, RunState>,
 ) -> Result<HashMap<String, LookupOutcome>, StoreError> {
     let mut found = HashMap::new();
     for timer in timers.iter().filter(|t| t.kind == LOOKUP_TIMER) {
         let Some(state) = states
-            .iter()
-            .find(|s| s.run_id == timer.run_id.as_str())
+            .get(timer.run_id.as_str())
             .filter(|s| s.status.is_active() && s.waiting == Some(Wait::Lookup))
         else {
             continue;

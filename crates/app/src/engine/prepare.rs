@@ -2,13 +2,12 @@
 //! out what the batches in flight touch), the objects, runs and context they need, and
 //! the [`Batch`] that turns them into one unit of work.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use followthrough_core::{ObjectRef, Timestamp};
 use followthrough_rules::RunState;
 use followthrough_store::{Store, StoreError, TimerRecord, WorkShare};
-use serde::Deserialize;
 
 use super::{Batch, Engine, Loaded, NeedsCommitted, Pass, Prepared, Settings, hydrate, lookup};
 
@@ -99,11 +98,12 @@ impl Engine {
         let loaded = started.elapsed();
         let mut requested = requested;
         let timer_run_ids: BTreeSet<&str> = timers.iter().map(|t| t.run_id.as_str()).collect();
-        let timer_states: Vec<RunState> = view
+        // Read once here (hydration and lookups need them) and handed to the batch.
+        let timer_states: HashMap<String, RunState> = view
             .runs
             .iter()
             .filter(|r| timer_run_ids.contains(r.run_id.as_str()))
-            .filter_map(|r| RunState::deserialize(&r.state).ok())
+            .filter_map(|r| Some((r.run_id.to_string(), RunState::from_json(&r.state).ok()?)))
             .collect();
         // Links this batch creates count for what it must load and fetch: a call linked
         // to a contact and created in the same webhook is activity on that contact.
@@ -227,6 +227,7 @@ impl Engine {
                     view,
                     owners: cached_owners,
                     lookups,
+                    states: timer_states,
                 },
                 &requested,
             )?;

@@ -2,7 +2,6 @@
 
 use followthrough_rules::{RuleSetDiff, RunState, cancel_run};
 use followthrough_store::{RunRecord, StoreError, TimerRecord, UnitOfWork};
-use serde::Deserialize;
 
 use super::{Engine, record};
 
@@ -28,7 +27,7 @@ impl Engine {
         let mut unit = UnitOfWork::default();
         for rule_id in rule_ids {
             for record in self.parts.store.active_runs_of_rule(rule_id).await? {
-                let Ok(state) = RunState::deserialize(&record.state) else {
+                let Ok(state) = RunState::from_json(&record.state) else {
                     continue;
                 };
                 let result = cancel_run(&state, why);
@@ -44,7 +43,7 @@ impl Engine {
                 unit.runs.push(RunRecord {
                     status: "cancelled".into(),
                     reason: Some(why.to_owned()),
-                    state: serde_json::to_value(&result.state).unwrap_or_default(),
+                    state: result.state.to_json(),
                     updated_at: now,
                     ..record
                 });

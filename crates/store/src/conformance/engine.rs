@@ -13,7 +13,7 @@ pub(super) fn run(rule: &str, key: &str, status: &str, parallel: bool) -> RunRec
         status: status.into(),
         parallel,
         reason: None,
-        state: json!({ "cursor": "steps[0]" }),
+        state: json!({ "cursor": "steps[0]" }).to_string(),
         created_at: Timestamp(1),
         updated_at: Timestamp(1),
         revision: 0,

@@ -24,7 +24,6 @@ use followthrough_store::{
     CachedOwner, Deferral, ObjectsView, PendingEvent, RunRecord, StoreError, TimerRecord,
     UnitOfWork,
 };
-use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::lookup::{LOOKUP_TIMER, LookupOutcome};
@@ -51,6 +50,9 @@ pub struct Loaded {
     pub owners: Vec<CachedOwner>,
     /// Settled lookups of the runs the batch's `lookup` timers wake, by run id.
     pub lookups: HashMap<String, LookupOutcome>,
+    /// States of `view.runs` already read from their JSON (the runs of due timers), by
+    /// run id, so that no state is parsed twice.
+    pub states: HashMap<String, RunState>,
 }
 
 /// Settings that shape decisions.
@@ -167,20 +169,29 @@ impl<'a> Batch<'a> {
                 },
             );
         }
+        let mut states = loaded.states;
         for record in loaded.view.runs {
-            batch.add_loaded_run(record)?;
+            let state = states.remove(record.run_id.as_str());
+            batch.add_loaded_run(record, state)?;
         }
         batch.lookups = loaded.lookups;
         Ok(batch)
     }
 
-    fn add_loaded_run(&mut self, record: RunRecord) -> Result<(), StoreError> {
+    fn add_loaded_run(
+        &mut self,
+        record: RunRecord,
+        parsed: Option<RunState>,
+    ) -> Result<(), StoreError> {
         let key = record.run_id.to_string();
         if self.runs.contains_key(&key) {
             return Ok(());
         }
-        let state = RunState::deserialize(&record.state)
-            .map_err(|e| StoreError::Corrupt(format!("run {key}: {e}")))?;
+        let state = match parsed {
+            Some(state) => state,
+            None => RunState::from_json(&record.state)
+                .map_err(|e| StoreError::Corrupt(format!("run {key}: {e}")))?,
+        };
         if state.status.is_active() {
             self.index(&state);
         }
@@ -492,7 +503,7 @@ impl<'a> Batch<'a> {
         let by_object = matches!(rule.key, KeySpec::Object) && self.objects_loaded.contains(target);
         if !by_object {
             for record in (self.key_lookup)(&rule.id, key)? {
-                self.add_loaded_run(record)?;
+                self.add_loaded_run(record, None)?;
             }
         }
         self.keys_loaded.insert(pair);

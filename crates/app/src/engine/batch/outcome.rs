@@ -6,7 +6,7 @@ use followthrough_connectors::connector_for;
 use followthrough_core::{RunId, Timestamp};
 use followthrough_rules::{Advance, Decision, RunState};
 use followthrough_store::{OutboxJob, RunRecord, TimerRecord, UnitOfWork};
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 use super::super::record;
 use super::{Batch, Run};
@@ -187,7 +187,7 @@ impl Batch<'_> {
                         status: status_name(&run.state).to_owned(),
                         parallel: run.parallel,
                         reason: status_reason(&run.state),
-                        state: serde_json::to_value(&run.state).unwrap_or(Json::Null),
+                        state: run.state.to_json(),
                         created_at: run.created_at,
                         updated_at: self.settings.now,
                         revision: run.revision,
