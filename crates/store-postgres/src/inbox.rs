@@ -1,5 +1,7 @@
 //! The inbox: appending a webhook's events once each, and reading what is pending.
 
+use std::collections::HashSet;
+
 use followthrough_core::{Event, ObjectRef, Timestamp};
 use followthrough_store::{AppendOutcome, JournalEntry, PendingEvent, ReceivedEvent};
 use serde_json::Value;
@@ -121,12 +123,14 @@ pub(crate) async fn append(
 }
 
 /// Pending events in the engine's order; only those of `partitions` when given (an
-/// instance's share of the work, see `work.rs`).
+/// instance's share of the work, see `work.rs`); up to `count` besides those in `skip`,
+/// which are not parsed.
 pub(crate) async fn pending_events(
     pool: &PgPool,
     now: Timestamp,
     count: usize,
     partitions: Option<Vec<i16>>,
+    skip: &HashSet<i64>,
 ) -> Result<Vec<PendingEvent>> {
     // An object with an event deferred past `now` is skipped whole: its later events
     // must not overtake the one that waits.
@@ -140,19 +144,26 @@ pub(crate) async fn pending_events(
          ORDER BY p.occurred_at, p.seq LIMIT $2"
     ))
     .bind(now.as_millis())
-    .bind(limit(count))
+    .bind(limit(count + skip.len()))
     .bind(partitions)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(PendingEvent {
-                seq: row.try_get(0)?,
-                deferrals: rows::count(row.try_get(1)?, "deferrals")?,
-                event: rows::event(row, 2)?,
-            })
-        })
-        .collect()
+    let mut events = Vec::with_capacity(count.min(rows.len()));
+    for row in &rows {
+        let seq: i64 = row.try_get(0)?;
+        if skip.contains(&seq) {
+            continue;
+        }
+        events.push(PendingEvent {
+            seq,
+            deferrals: rows::count(row.try_get(1)?, "deferrals")?,
+            event: rows::event(row, 2)?,
+        });
+        if events.len() == count {
+            break;
+        }
+    }
+    Ok(events)
 }
 
 pub(crate) async fn pending_count(pool: &PgPool) -> Result<u64> {

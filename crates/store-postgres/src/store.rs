@@ -2,6 +2,8 @@
 //! PostgreSQL rolled it back for a deadlock), each read one statement or one snapshot.
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
+use std::collections::HashSet;
+
 use followthrough_store::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
     JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
@@ -49,7 +51,7 @@ impl Store for PostgresStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<PendingEvent>, StoreError> {
-        Ok(inbox::pending_events(self.pool()?, now, limit, None).await?)
+        Ok(inbox::pending_events(self.pool()?, now, limit, None, &HashSet::new()).await?)
     }
 
     async fn claim_work(&self, holder: &str, lease_ms: i64) -> Result<WorkShare, StoreError> {
@@ -65,9 +67,10 @@ impl Store for PostgresStore {
         share: &WorkShare,
         now: Timestamp,
         limit: usize,
+        skip: &HashSet<i64>,
     ) -> Result<Vec<PendingEvent>, StoreError> {
         let partitions = share.partitions();
-        Ok(inbox::pending_events(self.pool()?, now, limit, partitions).await?)
+        Ok(inbox::pending_events(self.pool()?, now, limit, partitions, skip).await?)
     }
 
     async fn due_timers_in(

@@ -16,6 +16,7 @@ mod readers;
 mod runs;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use followthrough_store::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
     JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
     PropertyHistoryEntry, Pruned, ReceivedEvent, RuleVersion, RunFilter, RunRecord, Store,
-    StoreError, StoreStats, TimerRecord, UnitOfWork,
+    StoreError, StoreStats, TimerRecord, UnitOfWork, WorkShare,
 };
 use rusqlite::Connection;
 
@@ -129,7 +130,22 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<PendingEvent>, StoreError> {
         self.readers
-            .read(move |connection| queries::pending_events(connection, now, limit))
+            .read(move |connection| {
+                queries::pending_events(connection, now, limit, &HashSet::new())
+            })
+            .await
+    }
+
+    async fn pending_events_in(
+        &self,
+        _share: &WorkShare,
+        now: Timestamp,
+        limit: usize,
+        skip: &HashSet<i64>,
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        let skip = skip.clone();
+        self.readers
+            .read(move |connection| queries::pending_events(connection, now, limit, &skip))
             .await
     }
 

@@ -1,7 +1,7 @@
 //! The SQL behind each [`followthrough_store::Store`] method, as plain functions over a
 //! connection, so the writer thread and the read pool share them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use followthrough_core::{Event, EventId, ObjectRef, Timestamp};
 use followthrough_store::{
@@ -139,6 +139,7 @@ pub(crate) fn pending_events(
     connection: &Connection,
     now: Timestamp,
     limit: usize,
+    skip: &HashSet<i64>,
 ) -> Result<Vec<PendingEvent>, StoreError> {
     // An object with an event deferred past `now` is skipped whole: its later events
     // must not overtake the one that waits.
@@ -152,24 +153,27 @@ pub(crate) fn pending_events(
             event_row::COLUMNS
         ))
         .map_err(sql_error)?;
-    let rows = statement
-        .query_map(params![now.as_millis(), limit as i64], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, u32>(1)?,
-                event_row::from_row(row, 2)?,
-            ))
-        })
+    let mut rows = statement
+        .query(params![now.as_millis(), (limit + skip.len()) as i64])
         .map_err(sql_error)?;
-    rows.map(|row| {
-        let (seq, deferrals, event) = row.map_err(sql_error)?;
-        Ok(PendingEvent {
+    let mut events = Vec::with_capacity(limit);
+    while events.len() < limit
+        && let Some(row) = rows.next().map_err(sql_error)?
+    {
+        let seq: i64 = row.get(0).map_err(sql_error)?;
+        // Parsing an event is most of this read's cost; those in `skip` are not parsed.
+        if skip.contains(&seq) {
+            continue;
+        }
+        let deferrals: u32 = row.get(1).map_err(sql_error)?;
+        let event = event_row::from_row(row, 2).map_err(sql_error)??;
+        events.push(PendingEvent {
             seq,
-            event: event?,
+            event,
             deferrals,
-        })
-    })
-    .collect()
+        });
+    }
+    Ok(events)
 }
 
 /// A unit with its JSON already serialized, on the caller's thread: the writer thread is

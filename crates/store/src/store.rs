@@ -1,5 +1,7 @@
 //! The [`Store`] trait and its contract.
 
+use std::collections::HashSet;
+
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 
 use crate::admin::{Pruned, RunFilter, StoreStats};
@@ -93,15 +95,21 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
-    /// [`Store::pending_events`] limited to the share's partitions.
+    /// [`Store::pending_events`] limited to the share's partitions, leaving out the
+    /// events in `skip` (those of the engine's batches in flight, still pending until
+    /// they commit) without reading them whole: up to `limit` events besides them.
     async fn pending_events_in(
         &self,
         share: &WorkShare,
         now: Timestamp,
         limit: usize,
+        skip: &HashSet<i64>,
     ) -> Result<Vec<PendingEvent>, StoreError> {
         let _ = share;
-        self.pending_events(now, limit).await
+        let mut events = self.pending_events(now, limit + skip.len()).await?;
+        events.retain(|p| !skip.contains(&p.seq));
+        events.truncate(limit);
+        Ok(events)
     }
 
     /// [`Store::due_timers`] limited to the share's partitions (a timer belongs to its

@@ -38,10 +38,11 @@ impl Engine {
         // The batches in flight are still pending in the store until they commit, and
         // they are the oldest work: read past them, or the next batch would find only
         // what they hold and wait for their commits instead of being prepared alongside.
-        let events_in_flight: usize = busy.iter().map(|b| b.seqs.len()).sum();
+        let events_in_flight: HashSet<i64> =
+            busy.iter().flat_map(|b| b.seqs.iter().copied()).collect();
         let timers_in_flight: usize = busy.iter().map(|b| b.timers.len()).sum();
         let mut events = store
-            .pending_events_in(&share, now, parts.batch_size + events_in_flight)
+            .pending_events_in(&share, now, parts.batch_size, &events_in_flight)
             .await?;
         let mut due = store
             .due_timers_in(&share, now, parts.batch_size + timers_in_flight)
@@ -64,7 +65,7 @@ impl Engine {
                 let event = &p.event;
                 let touches_busy = is_busy(&event.object)
                     || matches!(&event.kind, followthrough_core::EventKind::AssociationChange { to, .. } if is_busy(to));
-                if busy.iter().any(|b| b.seqs.contains(&p.seq))
+                if events_in_flight.contains(&p.seq)
                     || touches_busy
                     || held.contains(&event.object)
                 {
