@@ -65,10 +65,8 @@ impl Engine {
                 let event = &p.event;
                 let touches_busy = is_busy(&event.object)
                     || matches!(&event.kind, followthrough_core::EventKind::AssociationChange { to, .. } if is_busy(to));
-                if events_in_flight.contains(&p.seq)
-                    || touches_busy
-                    || held.contains(&event.object)
-                {
+                // (The store already left out the events in flight themselves.)
+                if touches_busy || held.contains(&event.object) {
                     held.insert(event.object.clone());
                     return false;
                 }
