@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "active_runs_predicate",
         include_str!("../migrations/0006_active_runs_predicate.sql"),
     ),
+    (
+        7,
+        "one_active_runs_index",
+        include_str!("../migrations/0007_one_active_runs_index.sql"),
+    ),
 ];
 
 /// The schema version this build expects.
@@ -115,6 +120,52 @@ mod tests {
     use followthrough_store::Store;
 
     use super::*;
+
+    /// Active runs from before the single active-runs index migrate into it: parallel
+    /// runs of one key each keep a slot, and a key still holds one non-parallel run.
+    #[tokio::test]
+    async fn active_runs_from_version_6_keep_their_one_per_key_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut connection = crate::open_connection(&path).unwrap();
+        assert_eq!(apply_until(&mut connection, 6).unwrap(), 6);
+        connection
+            .execute_batch(
+                "INSERT INTO runs (run_id, rule_id, rule_version, run_key, object, status, parallel,
+                                   state_json, created_at, updated_at)
+                 VALUES ('run_a', 'nurture', 'v1', '1', 'hubspot:contact:1', 'waiting', 1, '{}', 1, 1),
+                        ('run_b', 'nurture', 'v1', '1', 'hubspot:contact:1', 'waiting', 1, '{}', 2, 2),
+                        ('run_c', 'lead-gone-cold', 'v1', '1', 'hubspot:contact:1', 'waiting', 0, '{}', 1, 1);",
+            )
+            .unwrap();
+        assert_eq!(apply(&mut connection).unwrap(), LATEST_VERSION);
+        drop(connection);
+
+        let store = crate::SqliteStore::open(&path, false).unwrap();
+        store.ready().await.unwrap();
+        let ids = |runs: Vec<followthrough_store::RunRecord>| -> Vec<String> {
+            runs.iter().map(|r| r.run_id.to_string()).collect()
+        };
+        assert_eq!(
+            ids(store.active_runs("nurture", "1").await.unwrap()),
+            ["run_a", "run_b"]
+        );
+        assert_eq!(
+            ids(store.active_runs_of_rule("lead-gone-cold").await.unwrap()),
+            ["run_c"]
+        );
+        let connection = crate::open_connection(&path).unwrap();
+        let second = connection.execute(
+            "INSERT INTO runs (run_id, rule_id, rule_version, run_key, object, status, parallel,
+                               state_json, created_at, updated_at)
+             VALUES ('run_d', 'lead-gone-cold', 'v1', '1', 'hubspot:contact:1', 'running', 0, '{}', 3, 3)",
+            [],
+        );
+        assert!(
+            second.is_err(),
+            "a second active run for one key was let in"
+        );
+    }
 
     /// Jobs queued before the outbox workers existed get their rule from their run and
     /// their connector from the action or the object's CRM, and can be claimed.

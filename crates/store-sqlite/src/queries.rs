@@ -119,6 +119,17 @@ pub(crate) fn insert_journal_with(
     entry: &JournalEntry,
     detail: &str,
 ) -> Result<(), StoreError> {
+    let object = entry.object.as_ref().map(ToString::to_string);
+    insert_journal_row(connection, entry, object.as_deref(), detail)
+}
+
+/// Inserts a journal entry whose object name and detail are already text.
+fn insert_journal_row(
+    connection: &Connection,
+    entry: &JournalEntry,
+    object: Option<&str>,
+    detail: &str,
+) -> Result<(), StoreError> {
     connection
         .prepare_cached(
             "INSERT INTO journal (at, object, kind, summary, detail_json) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -126,7 +137,7 @@ pub(crate) fn insert_journal_with(
         .map_err(sql_error)?
         .execute(params![
             entry.at.as_millis(),
-            entry.object.as_ref().map(ToString::to_string),
+            object,
             entry.kind.as_str(),
             entry.summary,
             detail,
@@ -185,13 +196,50 @@ pub(crate) struct PreparedUnit {
     pub(crate) values: Vec<String>,
     pub(crate) params: Vec<String>,
     pub(crate) details: Vec<String>,
+    /// Object names, formatted here for the same reason: `journal[i].object`,
+    /// `runs[i].object`, `outbox[i].object`, `property_writes[i].object`.
+    pub(crate) journal_objects: Vec<Option<String>>,
+    pub(crate) run_objects: Vec<String>,
+    pub(crate) job_objects: Vec<String>,
+    pub(crate) write_objects: Vec<String>,
+    /// Each object the unit marks or writes, with the span of times it touches: one
+    /// upsert per object for the whole unit, not one per event.
+    pub(crate) touched: BTreeMap<String, (i64, i64)>,
 }
 
 impl PreparedUnit {
     /// Each value is taken out of the unit as it is serialized (left `null`): the trees
     /// are freed now rather than held while the unit waits for the writer.
     pub(crate) fn new(mut unit: UnitOfWork) -> Self {
+        let write_objects: Vec<String> = unit
+            .property_writes
+            .iter()
+            .map(|w| w.object.to_string())
+            .collect();
+        let mut touched: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        let mut touch = |object: String, at: Timestamp| {
+            let span = touched.entry(object).or_insert((at.0, at.0));
+            *span = (span.0.min(at.0), span.1.max(at.0));
+        };
+        for mark in &unit.marks {
+            let (ObjectMark::Seen { object, at }
+            | ObjectMark::Deleted { object, at }
+            | ObjectMark::Restored { object, at }) = mark;
+            touch(object.to_string(), *at);
+        }
+        for (write, object) in unit.property_writes.iter().zip(&write_objects) {
+            touch(object.clone(), write.occurred_at);
+        }
         Self {
+            journal_objects: unit
+                .journal
+                .iter()
+                .map(|e| e.object.as_ref().map(ToString::to_string))
+                .collect(),
+            run_objects: unit.runs.iter().map(|r| r.object.to_string()).collect(),
+            job_objects: unit.outbox.iter().map(|j| j.object.to_string()).collect(),
+            write_objects,
+            touched,
             values: unit
                 .property_writes
                 .iter_mut()
@@ -222,22 +270,7 @@ fn take_json_text(value: &mut Value) -> String {
 
 pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<(), StoreError> {
     let unit = &prepared.unit;
-    // One upsert per object for the whole unit, not one per event.
-    let mut touched: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    let mut touch = |object: &ObjectRef, at: Timestamp| {
-        let span = touched.entry(object.to_string()).or_insert((at.0, at.0));
-        *span = (span.0.min(at.0), span.1.max(at.0));
-    };
-    for mark in &unit.marks {
-        let (ObjectMark::Seen { object, at }
-        | ObjectMark::Deleted { object, at }
-        | ObjectMark::Restored { object, at }) = mark;
-        touch(object, *at);
-    }
-    for write in &unit.property_writes {
-        touch(&write.object, write.occurred_at);
-    }
-    for (object, (first, last)) in &touched {
+    for (object, (first, last)) in &prepared.touched {
         touch_object(connection, object, *first, *last)?;
     }
     for mark in &unit.marks {
@@ -262,8 +295,12 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
              WHERE excluded.occurred_at >= object_properties.occurred_at",
         )
         .map_err(sql_error)?;
-    for (write, value) in unit.property_writes.iter().zip(&prepared.values) {
-        let object = write.object.to_string();
+    for ((write, value), object) in unit
+        .property_writes
+        .iter()
+        .zip(&prepared.values)
+        .zip(&prepared.write_objects)
+    {
         let values = params![
             object,
             write.name,
@@ -274,8 +311,13 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
         history.execute(values).map_err(sql_error)?;
         current.execute(values).map_err(sql_error)?;
     }
-    for (entry, detail) in unit.journal.iter().zip(&prepared.details) {
-        insert_journal_with(connection, entry, detail)?;
+    for ((entry, detail), object) in unit
+        .journal
+        .iter()
+        .zip(&prepared.details)
+        .zip(&prepared.journal_objects)
+    {
+        insert_journal_row(connection, entry, object.as_deref(), detail)?;
     }
     crate::runs::apply(connection, prepared)?;
     crate::context::apply(connection, unit)?;

@@ -20,14 +20,14 @@ const UPSERT_RUN: &str =
 pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<(), StoreError> {
     let unit = &prepared.unit;
     let mut upsert = connection.prepare_cached(UPSERT_RUN).map_err(sql_error)?;
-    for run in &unit.runs {
+    for (run, object) in unit.runs.iter().zip(&prepared.run_objects) {
         upsert
             .execute(params![
                 run.run_id.as_str(),
                 run.rule_id,
                 run.rule_version,
                 run.key,
-                run.object.to_string(),
+                object,
                 run.status,
                 run.parallel,
                 run.reason,
@@ -64,7 +64,12 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .map_err(sql_error)?;
-    for (job, params) in unit.outbox.iter().zip(&prepared.params) {
+    for ((job, params), object) in unit
+        .outbox
+        .iter()
+        .zip(&prepared.params)
+        .zip(&prepared.job_objects)
+    {
         queue
             .execute(params![
                 job.idempotency_key,
@@ -72,7 +77,7 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
                 job.rule_id,
                 job.action,
                 job.connector,
-                job.object.to_string(),
+                object,
                 params,
                 job.created_at.as_millis(),
                 job.next_at.as_millis(),
@@ -256,16 +261,10 @@ mod tests {
         let by_key = plan(&format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE rule_id = ?1 AND run_key = ?2 AND {ACTIVE}"
         ));
-        assert!(
-            by_key.contains("USING INDEX runs_active_by_key"),
-            "{by_key}"
-        );
+        assert!(by_key.contains("USING INDEX runs_active "), "{by_key}");
         let by_rule = plan(&format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE rule_id = ?1 AND {ACTIVE} AND ?2 IS NOT NULL"
         ));
-        assert!(
-            by_rule.contains("USING INDEX runs_active_by_rule"),
-            "{by_rule}"
-        );
+        assert!(by_rule.contains("USING INDEX runs_active "), "{by_rule}");
     }
 }
