@@ -119,8 +119,10 @@ pub struct Engine {
 /// two steps, scrubbing and serializing it on a worker and then the writer's SQL; with
 /// two in flight the next batch's first step overlaps the writer's second, so the writer
 /// does not wait between commits. (With one, a fifth of the two cores sat idle during
-/// a catch-up.)
-const PIPELINE_DEPTH: usize = 2;
+/// a catch-up.) With three, the engine also rides out the writer's slower commits
+/// (ingest's share the writer, and a commit sometimes waits behind a checkpoint): end
+/// to end +9% over two; four measured the same as three (BENCHMARKS.md).
+const PIPELINE_DEPTH: usize = 3;
 
 /// A batch handed to the store and not yet committed. The next batch leaves alone
 /// everything it touched: its events, its timers, and every object it loaded, whose
