@@ -78,9 +78,13 @@ impl Store for PostgresStore {
         share: &WorkShare,
         now: Timestamp,
         limit: usize,
+        skip: &HashSet<(String, Timestamp)>,
     ) -> Result<Vec<DueTimer>, StoreError> {
         let partitions = share.partitions();
-        Ok(runs::due_timers(self.pool()?, now, limit, partitions).await?)
+        let mut due = runs::due_timers(self.pool()?, now, limit + skip.len(), partitions).await?;
+        due.retain(|t| !skip.contains(&(t.timer.run_id.to_string(), t.timer.due_at)));
+        due.truncate(limit);
+        Ok(due)
     }
 
     async fn pending_count(&self) -> Result<u64, StoreError> {

@@ -244,7 +244,20 @@ impl Store for SqliteStore {
 
     async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
         self.readers
-            .read(move |connection| runs::due_timers(connection, now, limit))
+            .read(move |connection| runs::due_timers(connection, now, limit, &HashSet::new()))
+            .await
+    }
+
+    async fn due_timers_in(
+        &self,
+        _share: &WorkShare,
+        now: Timestamp,
+        limit: usize,
+        skip: &HashSet<(String, Timestamp)>,
+    ) -> Result<Vec<DueTimer>, StoreError> {
+        let skip = skip.clone();
+        self.readers
+            .read(move |connection| runs::due_timers(connection, now, limit, &skip))
             .await
     }
 

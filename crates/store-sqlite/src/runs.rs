@@ -3,7 +3,9 @@
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{DueTimer, RunRecord, StoreError, TimerRecord};
-use rusqlite::{Connection, Row, params};
+use std::collections::HashSet;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::queries::PreparedUnit;
 use crate::sql_error;
@@ -164,46 +166,60 @@ pub(crate) fn insert_timers(
     Ok(())
 }
 
+/// Due timers, oldest first, each with its run's object: up to `limit` of them besides
+/// those in `skip`, which are passed over before their run is looked up (the engine's
+/// batches in flight hold them; with three in flight they were most of what was read).
 pub(crate) fn due_timers(
     connection: &Connection,
     now: Timestamp,
     limit: usize,
+    skip: &HashSet<(String, Timestamp)>,
 ) -> Result<Vec<DueTimer>, StoreError> {
-    let mut statement = connection
+    let mut timers = connection
         .prepare_cached(
-            "SELECT t.run_id, t.due_at, t.kind, r.object FROM timers t
-             LEFT JOIN runs r ON r.run_id = t.run_id
-             WHERE t.due_at <= ?1 ORDER BY t.due_at, t.run_id LIMIT ?2",
+            "SELECT run_id, due_at, kind FROM timers
+             WHERE due_at <= ?1 ORDER BY due_at, run_id LIMIT ?2",
         )
         .map_err(sql_error)?;
-    let rows = statement
-        .query_map(params![now.as_millis(), limit as i64], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, Option<String>>(3)?,
-            ))
-        })
+    let mut object_of = connection
+        .prepare_cached("SELECT object FROM runs WHERE run_id = ?1")
         .map_err(sql_error)?;
-    rows.map(|row| {
-        let (run_id, due_at, kind, object) = row.map_err(sql_error)?;
-        let object = object
+    let mut rows = timers
+        .query(params![now.as_millis(), (limit + skip.len()) as i64])
+        .map_err(sql_error)?;
+    let mut due = Vec::new();
+    while due.len() < limit {
+        let Some(row) = rows.next().map_err(sql_error)? else {
+            break;
+        };
+        let key: (String, Timestamp) = (
+            row.get(0).map_err(sql_error)?,
+            Timestamp(row.get(1).map_err(sql_error)?),
+        );
+        if skip.contains(&key) {
+            continue;
+        }
+        let (run_id, due_at) = key;
+        let kind: String = row.get(2).map_err(sql_error)?;
+        let object = object_of
+            .query_row([&run_id], |row| row.get::<_, String>(0))
+            .optional()
+            .map_err(sql_error)?
             .map(|o| {
                 o.parse::<ObjectRef>()
                     .map_err(|e| StoreError::Corrupt(format!("run object {o}: {e}")))
             })
             .transpose()?;
-        Ok(DueTimer {
+        due.push(DueTimer {
             timer: TimerRecord {
                 run_id: parse_run_id(&run_id)?,
-                due_at: Timestamp(due_at),
+                due_at,
                 kind,
             },
             object,
-        })
-    })
-    .collect()
+        });
+    }
+    Ok(due)
 }
 
 pub(crate) fn parse_run_id(text: &str) -> Result<RunId, StoreError> {

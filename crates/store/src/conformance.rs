@@ -27,7 +27,7 @@ pub use admin::{
 };
 
 pub use engine::{
-    a_deferred_event_holds_back_its_object_until_due,
+    a_deferred_event_holds_back_its_object_until_due, due_timers_read_past_the_batches_in_flight,
     links_go_both_ways_and_a_fetched_list_replaces_them,
     one_active_run_per_rule_and_key_unless_parallel,
     outbox_jobs_are_queued_once_per_idempotency_key, owners_runs_and_timers_read_back,
@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             timers_come_due_oldest_first_and_can_be_cancelled,
             a_deferred_event_holds_back_its_object_until_due,
             pending_events_read_past_the_batches_in_flight,
+            due_timers_read_past_the_batches_in_flight,
             links_go_both_ways_and_a_fetched_list_replaces_them,
             owners_runs_and_timers_read_back,
             a_claim_leases_a_job_until_the_lease_expires,

@@ -113,15 +113,21 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// [`Store::due_timers`] limited to the share's partitions (a timer belongs to its
-    /// run's object's partition).
+    /// run's object's partition), leaving out the timers in `skip` (run id, due time:
+    /// those of the engine's batches in flight, still in the store until they commit)
+    /// before their runs are looked up: up to `limit` timers besides them.
     async fn due_timers_in(
         &self,
         share: &WorkShare,
         now: Timestamp,
         limit: usize,
+        skip: &HashSet<(String, Timestamp)>,
     ) -> Result<Vec<DueTimer>, StoreError> {
         let _ = share;
-        self.due_timers(now, limit).await
+        let mut due = self.due_timers(now, limit + skip.len()).await?;
+        due.retain(|t| !skip.contains(&(t.timer.run_id.to_string(), t.timer.due_at)));
+        due.truncate(limit);
+        Ok(due)
     }
 
     /// How many events are not yet applied (deferred ones included).

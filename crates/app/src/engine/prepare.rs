@@ -40,22 +40,22 @@ impl Engine {
         // what they hold and wait for their commits instead of being prepared alongside.
         let events_in_flight: HashSet<i64> =
             busy.iter().flat_map(|b| b.seqs.iter().copied()).collect();
-        let timers_in_flight: usize = busy.iter().map(|b| b.timers.len()).sum();
+        let timers_in_flight: HashSet<(String, Timestamp)> =
+            busy.iter().flat_map(|b| b.timers.iter().cloned()).collect();
         let mut events = store
             .pending_events_in(&share, now, parts.batch_size, &events_in_flight)
             .await?;
         let mut due = store
-            .due_timers_in(&share, now, parts.batch_size + timers_in_flight)
+            .due_timers_in(&share, now, parts.batch_size, &timers_in_flight)
             .await?;
+        // (The store already left out the timers in flight themselves.)
         due.retain(|t| {
-            let key = (t.timer.run_id.to_string(), t.timer.due_at);
             self.timer_retry
                 .get(t.timer.run_id.as_str())
                 .is_none_or(|retry| *retry <= now)
-                && busy.iter().all(|b| {
-                    !b.timers.contains(&key)
-                        && t.object.as_ref().is_none_or(|o| !b.objects.contains(o))
-                })
+                && busy
+                    .iter()
+                    .all(|b| t.object.as_ref().is_none_or(|o| !b.objects.contains(o)))
         });
         if !busy.is_empty() {
             // An object touched by a batch in flight waits whole, so its order holds.

@@ -245,6 +245,39 @@ pub async fn pending_events_read_past_the_batches_in_flight(store: Arc<dyn Store
     assert_eq!(next, vec!["f:3", "f:4"]);
 }
 
+pub async fn due_timers_read_past_the_batches_in_flight(store: Arc<dyn Store>) {
+    let waiting = run("lead-gone-cold", "36", "waiting", false);
+    let timer = |due: i64| TimerRecord {
+        run_id: waiting.run_id.clone(),
+        due_at: Timestamp(due),
+        kind: "wait".into(),
+    };
+    store
+        .apply(UnitOfWork {
+            runs: vec![waiting.clone()],
+            timers_scheduled: (1..=5).map(|i| timer(i * 10)).collect(),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+    // The first two are in a batch in flight: still in the store, but not read again,
+    // and the limit counts only the timers besides them.
+    let in_flight: std::collections::HashSet<(String, Timestamp)> = [10, 20]
+        .map(|due| (waiting.run_id.to_string(), Timestamp(due)))
+        .into();
+    let next = store
+        .due_timers_in(&crate::WorkShare::All, Timestamp(100), 2, &in_flight)
+        .await
+        .unwrap();
+    let due: Vec<i64> = next.iter().map(|t| t.timer.due_at.as_millis()).collect();
+    assert_eq!(due, vec![30, 40]);
+    assert!(
+        next.iter()
+            .all(|t| t.object.as_ref() == Some(&waiting.object)),
+        "each comes with its run's object: {next:?}"
+    );
+}
+
 pub async fn links_go_both_ways_and_a_fetched_list_replaces_them(store: Arc<dyn Store>) {
     let deal = ObjectRef::new("hubspot", "deal", "41");
     let (c1, c2, c3) = (contact("41"), contact("42"), contact("43"));
