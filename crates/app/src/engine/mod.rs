@@ -8,9 +8,8 @@
 //! merged into the same order by their due time. Different objects proceed together in
 //! the sense that matters here: each batch carries thousands of objects through one
 //! commit, and an object whose context cannot be fetched is deferred without holding
-//! the others back. (Evaluation is microseconds per event; the single SQLite writer is
-//! the limit, so evaluating objects on several threads would not raise throughput. See
-//! BENCHMARKS.md.)
+//! the others back. (A batch's evaluation is one sequence on one thread, and it is one
+//! of the two limits on throughput with the single SQLite writer: see BENCHMARKS.md.)
 //!
 //! **Crash safety.** A batch's effects and the marking of its events as applied commit
 //! in one transaction. A crash before the commit leaves the events pending and nothing
