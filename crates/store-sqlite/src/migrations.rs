@@ -121,14 +121,20 @@ mod tests {
 
     use super::*;
 
+    /// A new database migrated only up to `version`, to fill with rows of that schema.
+    fn database_at(version: i64) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut connection = crate::open_connection(&path).unwrap();
+        assert_eq!(apply_until(&mut connection, version).unwrap(), version);
+        (dir, path, connection)
+    }
+
     /// Active runs from before the single active-runs index migrate into it: parallel
     /// runs of one key each keep a slot, and a key still holds one non-parallel run.
     #[tokio::test]
     async fn active_runs_from_version_6_keep_their_one_per_key_rule() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
-        let mut connection = crate::open_connection(&path).unwrap();
-        assert_eq!(apply_until(&mut connection, 6).unwrap(), 6);
+        let (_dir, path, mut connection) = database_at(6);
         connection
             .execute_batch(
                 "INSERT INTO runs (run_id, rule_id, rule_version, run_key, object, status, parallel,
@@ -171,10 +177,7 @@ mod tests {
     /// their connector from the action or the object's CRM, and can be claimed.
     #[tokio::test]
     async fn outbox_rows_from_version_3_migrate() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
-        let mut connection = crate::open_connection(&path).unwrap();
-        assert_eq!(apply_until(&mut connection, 3).unwrap(), 3);
+        let (_dir, path, mut connection) = database_at(3);
         connection
             .execute_batch(
                 "INSERT INTO runs (run_id, rule_id, rule_version, run_key, object, status, parallel,

@@ -1,10 +1,10 @@
 //! The SQL for runs, timers and queueing outbox jobs: the engine's durable state. (The
 //! outbox workers' side is [`crate::outbox`].)
 
-use followthrough_core::{ObjectRef, RunId, Timestamp};
-use followthrough_store::{DueTimer, RunRecord, StoreError, TimerRecord};
 use std::collections::HashSet;
 
+use followthrough_core::{ObjectRef, RunId, Timestamp};
+use followthrough_store::{DueTimer, RunRecord, StoreError, TimerRecord};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::queries::PreparedUnit;
