@@ -8,6 +8,7 @@ use rusqlite::{Connection, params};
 
 use crate::runs::{ACTIVE, RUN_COLUMNS, run_row};
 use crate::sql_error;
+use crate::trace_index::{self, Source};
 
 pub(crate) fn stats(connection: &Connection) -> Result<StoreStats, StoreError> {
     let count = |sql: &str| -> Result<u64, StoreError> {
@@ -126,19 +127,33 @@ pub(crate) fn prune(
     before: Timestamp,
     limit: usize,
 ) -> Result<Pruned, StoreError> {
-    let journal_rows = connection
+    // The rows to delete are collected first: their trace index entries go with them.
+    connection
+        .execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS pruned_journal (seq INTEGER PRIMARY KEY);
+             CREATE TEMP TABLE IF NOT EXISTS pruned_inbox (seq INTEGER PRIMARY KEY);",
+        )
+        .map_err(sql_error)?;
+    connection
         .prepare_cached(
-            "DELETE FROM journal WHERE seq IN
-               (SELECT seq FROM journal WHERE at < ?1 ORDER BY at LIMIT ?2)",
+            "INSERT INTO pruned_journal (seq)
+             SELECT seq FROM journal WHERE at < ?1 ORDER BY at LIMIT ?2",
         )
         .map_err(sql_error)?
         .execute(params![before.0, limit as i64])
+        .map_err(sql_error)?;
+    trace_index::forget(connection, Source::Journal, "pruned_journal")?;
+    let journal_rows = connection
+        .prepare_cached("DELETE FROM journal WHERE seq IN (SELECT seq FROM pruned_journal)")
+        .map_err(sql_error)?
+        .execute([])
         .map_err(sql_error)? as u64;
+    connection
+        .execute_batch("DELETE FROM pruned_journal")
+        .map_err(sql_error)?;
+    trace_index::clamp_journal_mark(connection)?;
     // Applied events only: `inbox_applied` is what says so, and a pending or deferred
     // event has no row there.
-    connection
-        .execute_batch("CREATE TEMP TABLE IF NOT EXISTS pruned_inbox (seq INTEGER PRIMARY KEY)")
-        .map_err(sql_error)?;
     connection
         .prepare_cached(
             "INSERT INTO pruned_inbox (seq)
@@ -148,6 +163,7 @@ pub(crate) fn prune(
         .map_err(sql_error)?
         .execute(params![before.0, limit as i64])
         .map_err(sql_error)?;
+    trace_index::forget(connection, Source::Inbox, "pruned_inbox")?;
     let inbox_rows = connection
         .prepare_cached("DELETE FROM inbox WHERE seq IN (SELECT seq FROM pruned_inbox)")
         .map_err(sql_error)?

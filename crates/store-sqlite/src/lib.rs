@@ -14,6 +14,7 @@ mod outbox;
 mod queries;
 mod readers;
 mod runs;
+mod trace_index;
 mod writer;
 
 use std::collections::HashSet;
@@ -33,7 +34,7 @@ pub use migrations::LATEST_VERSION;
 
 use checkpointer::Checkpointer;
 use readers::Readers;
-use writer::Writer;
+use writer::{Chore, Writer};
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
@@ -60,9 +61,18 @@ impl SqliteStore {
         connection
             .execute_batch("PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 16384;")
             .map_err(sql_error)?;
+        // A store opened on an older schema (not ready, waiting for `migrate`) has no
+        // trace indexes to keep.
+        let chore = (migrations::current_version(&connection)? >= trace_index::SINCE_VERSION)
+            .then_some(Chore {
+                name: "trace indexes",
+                every: trace_index::EVERY,
+                steps: trace_index::STEPS,
+                work: trace_index::enter_new_rows,
+            });
         Ok(Self {
             readers: Readers::new(path.clone()),
-            writer: Writer::start(connection),
+            writer: Writer::start(connection, chore),
             checkpointer: Checkpointer::start(path.clone()),
             path,
         })

@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "one_active_runs_index",
         include_str!("../migrations/0007_one_active_runs_index.sql"),
     ),
+    (
+        8,
+        "trace_indexes_in_bulk",
+        include_str!("../migrations/0008_trace_indexes_in_bulk.sql"),
+    ),
 ];
 
 /// The schema version this build expects.
@@ -171,6 +176,67 @@ mod tests {
             second.is_err(),
             "a second active run for one key was let in"
         );
+    }
+
+    /// Rows written before the trace indexes were kept in bulk are entered by the
+    /// migration itself, so the first reads after it find them without a pass.
+    #[tokio::test]
+    async fn rows_from_version_7_are_entered_in_the_trace_indexes() {
+        let (_dir, path, mut connection) = database_at(7);
+        connection
+            .execute_batch(
+                "INSERT INTO inbox (id, source, dedup_key, object, kind, occurred_at, received_at, event_json)
+                 VALUES ('e1', 'hubspot', 'd1', 'hubspot:contact:1', 'property_change', 1, 1, '{}'),
+                        ('e2', 'hubspot', 'd2', 'hubspot:contact:2', 'property_change', 1, 1, '{}');
+                 INSERT INTO journal (at, object, kind, summary, detail_json)
+                 VALUES (1, 'hubspot:contact:1', 'rule', 'first', '{}'),
+                        (1, NULL, 'webhook', 'a request', '{}'),
+                        (2, 'hubspot:contact:1', 'rule', 'second', '{}');
+                 INSERT INTO outbox (idempotency_key, run_id, action, object, params_json, created_at, next_at)
+                 VALUES ('k1', 'run_1', 'create_task', 'hubspot:contact:1', '{}', 1, 5);
+                 INSERT INTO property_history (object, name, value_json, occurred_at, event_id)
+                 VALUES ('hubspot:contact:1', 'firstname', '\"Ada\"', 1, 'e1');",
+            )
+            .unwrap();
+        assert_eq!(apply(&mut connection).unwrap(), LATEST_VERSION);
+        let count = |sql: &str| -> i64 { connection.query_row(sql, [], |row| row.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM inbox_by_object"), 2);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM journal_by_object"),
+            2,
+            "not the request"
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM outbox_by_object"), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM property_history_by_object"), 1);
+        let marks: Vec<(String, i64)> = connection
+            .prepare("SELECT source, indexed_through FROM trace_index_marks ORDER BY source")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected = [
+            ("inbox", 2),
+            ("journal", 3),
+            ("outbox", 1),
+            ("property_history", 1),
+        ]
+        .map(|(source, seq)| (source.to_owned(), seq));
+        assert_eq!(marks, expected);
+        drop(connection);
+
+        let store = crate::SqliteStore::open(&path, false).unwrap();
+        store.ready().await.unwrap();
+        let object = "hubspot:contact:1".parse().unwrap();
+        let journal: Vec<String> = store
+            .journal_for(&object)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.summary)
+            .collect();
+        assert_eq!(journal, ["first", "second"]);
+        store.close().await.unwrap();
     }
 
     /// Jobs queued before the outbox workers existed get their rule from their run and

@@ -16,6 +16,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::queries::insert_journal_with;
 use crate::runs::{insert_timers, parse_run_id};
 use crate::sql_error;
+use crate::trace_index::{self, Source};
 
 /// The outbox columns [`job_row`] reads, in its order; queries alias the outbox as `o`.
 const JOB_COLUMNS: &str = "o.seq, o.idempotency_key, o.run_id, o.rule_id, o.action, o.connector, \
@@ -71,7 +72,8 @@ pub(crate) fn outbox_for(
     let mut statement = connection
         .prepare_cached(&format!(
             "SELECT {JOB_COLUMNS}, o.status, o.attempts, o.result_json
-             FROM outbox o WHERE o.object = ?1 ORDER BY o.seq"
+             FROM outbox o WHERE o.seq IN ({}) ORDER BY o.seq",
+            trace_index::seqs_of_object(Source::Outbox)
         ))
         .map_err(sql_error)?;
     let rows = statement
@@ -529,6 +531,7 @@ mod tests {
     use followthrough_store::{Store, StoreError};
 
     use crate::SqliteStore;
+    use crate::trace_index::{self, Source};
 
     #[tokio::test]
     async fn a_rotation_of_nobody_is_refused() {
@@ -579,10 +582,15 @@ mod tests {
             "{next}"
         );
         let by_object = plan(&format!(
-            "SELECT {} FROM outbox o WHERE o.object = ?1 ORDER BY o.seq",
-            super::JOB_COLUMNS
+            "SELECT {} FROM outbox o WHERE o.seq IN ({}) ORDER BY o.seq",
+            super::JOB_COLUMNS,
+            trace_index::seqs_of_object(Source::Outbox)
         ));
-        assert!(by_object.contains("outbox_object"), "{by_object}");
+        assert!(by_object.contains("outbox_by_object"), "{by_object}");
+        assert!(
+            !by_object.contains("SCAN o") && !by_object.contains("SCAN outbox"),
+            "only the rows past the mark are scanned, by seq: {by_object}"
+        );
         let by_key = plan(&super::job_by_key_sql());
         assert!(
             !by_key.contains("SCAN"),

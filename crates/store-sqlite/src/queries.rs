@@ -11,6 +11,7 @@ use followthrough_store::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
+use crate::trace_index::{self, Source};
 use crate::{event_row, sql_error};
 
 /// An inbox row with its JSON already serialized, so the writer thread only binds and
@@ -442,10 +443,11 @@ pub(crate) fn property_history(
     object: &ObjectRef,
 ) -> Result<Vec<PropertyHistoryEntry>, StoreError> {
     let mut statement = connection
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT name, value_json, occurred_at, event_id FROM property_history
-             WHERE object = ?1 ORDER BY name, occurred_at, seq",
-        )
+             WHERE seq IN ({}) ORDER BY name, occurred_at, seq",
+            trace_index::seqs_of_object(Source::PropertyHistory)
+        ))
         .map_err(sql_error)?;
     let rows = statement
         .query_map([object.to_string()], property_row)
@@ -460,8 +462,9 @@ pub(crate) fn received_events(
     let mut statement = connection
         .prepare_cached(&format!(
             "SELECT i.request_id, a.applied_at, {} FROM inbox i LEFT JOIN inbox_applied a ON a.seq = i.seq
-             WHERE i.object = ?1 ORDER BY i.seq",
-            event_row::COLUMNS
+             WHERE i.seq IN ({}) ORDER BY i.seq",
+            event_row::COLUMNS,
+            trace_index::seqs_of_object(Source::Inbox)
         ))
         .map_err(sql_error)?;
     let rows = statement
@@ -489,9 +492,10 @@ pub(crate) fn journal_for(
     object: &ObjectRef,
 ) -> Result<Vec<JournalEntry>, StoreError> {
     let mut statement = connection
-        .prepare_cached(
-            "SELECT at, object, kind, summary, detail_json FROM journal WHERE object = ?1 ORDER BY seq",
-        )
+        .prepare_cached(&format!(
+            "SELECT at, object, kind, summary, detail_json FROM journal WHERE seq IN ({}) ORDER BY seq",
+            trace_index::seqs_of_object(Source::Journal)
+        ))
         .map_err(sql_error)?;
     let rows = statement
         .query_map([object.to_string()], journal_row)

@@ -12,10 +12,15 @@
 //! SAVEPOINT per job would give the same isolation, but SQLite then copies every page a
 //! job touches into a statement journal; profiles showed that as a fifth of the writer's
 //! time. Failures are rare, so they pay instead.)
+//!
+//! The thread also runs a [`Chore`] every so often, in a transaction of its own between
+//! groups (and once more at close): work that is cheaper done in bulk than with every
+//! write, such as entering new rows in the trace indexes (`trace_index.rs`).
 
 use std::sync::mpsc;
 use std::sync::{Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use followthrough_store::StoreError;
 use rusqlite::Connection;
@@ -71,17 +76,28 @@ where
     }
 }
 
+/// Periodic work for the writer thread. A round of it is `steps` steps, each run in a
+/// transaction of its own with the jobs that came meanwhile committed in between, so a
+/// round holds no job back for longer than its longest step.
+pub(crate) struct Chore {
+    pub(crate) name: &'static str,
+    pub(crate) every: Duration,
+    pub(crate) steps: usize,
+    /// Runs step `n` (from 0) and returns how many rows it wrote.
+    pub(crate) work: fn(&Connection, usize) -> Result<u64, StoreError>,
+}
+
 pub(crate) struct Writer {
     sender: RwLock<Option<mpsc::Sender<Box<dyn Job>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Writer {
-    pub(crate) fn start(connection: Connection) -> Self {
+    pub(crate) fn start(connection: Connection, chore: Option<Chore>) -> Self {
         let (sender, receiver) = mpsc::channel::<Box<dyn Job>>();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(connection, receiver))
+            .spawn(move || run(connection, receiver, chore))
             .expect("spawning the SQLite writer thread");
         Self {
             sender: RwLock::new(Some(sender)),
@@ -130,24 +146,62 @@ impl Drop for Writer {
     }
 }
 
-fn run(connection: Connection, receiver: mpsc::Receiver<Box<dyn Job>>) {
+fn run(connection: Connection, receiver: mpsc::Receiver<Box<dyn Job>>, chore: Option<Chore>) {
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
-    // Block for the first job, then take whatever else is already waiting.
-    while let Ok(first) = receiver.recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
+    let mut chore_due = chore.as_ref().map(|chore| Instant::now() + chore.every);
+    // The chore's next step while a round is under way.
+    let mut next_step: Option<usize> = None;
+    loop {
+        // Block for the first job (no longer than until the chore is due, and not at all
+        // mid-round), then take whatever else is already waiting.
+        let first = match (chore_due, next_step) {
+            (None, _) => receiver
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            (Some(_), Some(_)) => receiver.try_recv().map_err(|e| match e {
+                mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
+            }),
+            (Some(due), None) => {
+                receiver.recv_timeout(due.saturating_duration_since(Instant::now()))
+            }
+        };
+        match first {
+            Ok(first) => group.push(first),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        while !group.is_empty() && group.len() < MAX_GROUP {
             match receiver.try_recv() {
                 Ok(job) => group.push(job),
                 Err(_) => break,
             }
         }
-        if group.len() == 1 || !commit_together(&connection, &mut group) {
+        if group.len() == 1 || (!group.is_empty() && !commit_together(&connection, &mut group)) {
             for job in group.drain(..) {
                 commit_alone(&connection, job);
             }
         }
+        if let (Some(chore), Some(due)) = (&chore, &mut chore_due) {
+            if next_step.is_none() && Instant::now() >= *due {
+                next_step = Some(0);
+            }
+            if let Some(step) = next_step {
+                run_chore_step(&connection, chore, step);
+                next_step = Some(step + 1).filter(|next| *next < chore.steps);
+                if next_step.is_none() {
+                    *due = Instant::now() + chore.every;
+                }
+            }
+        }
     }
-    // Every sender is gone: the store is closing. Leave the WAL checkpointed.
+    // Every sender is gone: the store is closing. Leave the chore done and the WAL
+    // checkpointed.
+    if let Some(chore) = &chore {
+        for step in 0..chore.steps {
+            run_chore_step(&connection, chore, step);
+        }
+    }
     if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(%error, "checkpoint at close failed");
     }
@@ -187,6 +241,34 @@ fn commit_together(connection: &Connection, group: &mut Vec<Box<dyn Job>>) -> bo
     true
 }
 
+fn run_chore_step(connection: &Connection, chore: &Chore, step: usize) {
+    let started = Instant::now();
+    let result = execute(connection, "BEGIN IMMEDIATE").and_then(|()| {
+        let done = (chore.work)(connection, step);
+        match &done {
+            Ok(_) => execute(connection, "COMMIT")?,
+            Err(_) => {
+                let _ = execute(connection, "ROLLBACK");
+            }
+        }
+        done
+    });
+    match result {
+        Ok(0) => {}
+        Ok(rows) => tracing::debug!(
+            chore = chore.name,
+            step,
+            rows,
+            ms = started.elapsed().as_millis() as u64,
+            "writer chore done"
+        ),
+        Err(error) => {
+            let _ = execute(connection, "ROLLBACK");
+            tracing::warn!(chore = chore.name, %error, "writer chore failed; it runs again later");
+        }
+    }
+}
+
 fn commit_alone(connection: &Connection, mut job: Box<dyn Job>) {
     if let Err(error) = execute(connection, "BEGIN IMMEDIATE") {
         tracing::error!(%error, "could not begin a write transaction");
@@ -221,7 +303,7 @@ mod tests {
         connection
             .execute_batch("CREATE TABLE t (x INTEGER NOT NULL UNIQUE)")
             .unwrap();
-        (Arc::new(Writer::start(connection)), path)
+        (Arc::new(Writer::start(connection, None)), path)
     }
 
     fn insert(x: i64) -> impl FnMut(&Connection) -> Result<(), StoreError> + Send + 'static {
@@ -256,6 +338,67 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
             .unwrap();
         assert_eq!(rows, 1 + 180, "every job that succeeded is committed");
+    }
+
+    /// The chore runs on its own while no job comes, between groups while jobs keep
+    /// coming, and once more at close; what it writes is committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_chore_runs_when_idle_between_groups_and_at_close() {
+        fn count_pass(connection: &Connection, step: usize) -> Result<u64, StoreError> {
+            connection
+                .execute("INSERT INTO passes (step) VALUES (?1)", [step as i64])
+                .map(|n| n as u64)
+                .map_err(sql_error)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let connection = crate::open_connection(&path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE t (x INTEGER NOT NULL UNIQUE);
+                 CREATE TABLE passes (n INTEGER PRIMARY KEY, step INTEGER NOT NULL);",
+            )
+            .unwrap();
+        let chore = Chore {
+            name: "count",
+            every: Duration::from_millis(20),
+            steps: 2,
+            work: count_pass,
+        };
+        let writer = Writer::start(connection, Some(chore));
+        // The steps each pass ran, in order.
+        let steps = || -> Vec<i64> {
+            Connection::open(&path)
+                .unwrap()
+                .prepare("SELECT step FROM passes ORDER BY n")
+                .unwrap()
+                .query_map([], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let rounds = |steps: &[i64]| steps.iter().filter(|step| **step == 1).count();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let idle = steps();
+        assert!(rounds(&idle) >= 3, "{idle:?} in 300 ms idle");
+        assert!(
+            idle.chunks(2).all(|round| round == [0, 1] || round == [0]),
+            "each round runs its steps in order: {idle:?}"
+        );
+        // A steady stream of jobs, each arriving before the writer would time out.
+        for x in 0..60 {
+            writer.write(insert(x)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let busy = steps();
+        assert!(
+            rounds(&busy) - rounds(&idle) >= 3,
+            "{busy:?} after 60 jobs 5 ms apart"
+        );
+        writer.close();
+        let closed = steps();
+        assert_eq!(closed.len(), busy.len() + 2, "one more round at close");
+        assert_eq!(closed[busy.len()..], [0, 1]);
     }
 
     #[tokio::test]

@@ -21,7 +21,8 @@ mod engine;
 mod outbox;
 
 pub use admin::{
-    a_lead_is_found_by_email_in_any_case, prune_removes_old_journal_rows_and_applied_payloads_only,
+    a_lead_is_found_by_email_in_any_case, an_objects_trace_reads_whole_across_restarts_and_prunes,
+    prune_removes_old_journal_rows_and_applied_payloads_only,
     runs_are_listed_newest_first_by_rule_and_status,
     stats_count_pending_work_per_rule_and_connector,
 };
@@ -89,6 +90,7 @@ macro_rules! conformance_tests {
         );
         $crate::conformance_tests!(@reopen $fresh, $reopen;
             rotation_wraps_and_survives_reopening,
+            an_objects_trace_reads_whole_across_restarts_and_prunes,
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {

@@ -250,3 +250,126 @@ pub async fn prune_removes_old_journal_rows_and_applied_payloads_only(store: Arc
     // The unapplied event is still there to be applied.
     assert_eq!(store.pending_count().await.unwrap(), 1);
 }
+
+/// What a trace reads of one object (events received, journal, outbox rows, property
+/// history) is whole and in order however the store keeps its per-object indexes: rows
+/// written before a restart, rows written after it, and rows written after a prune took
+/// every journal row.
+pub async fn an_objects_trace_reads_whole_across_restarts_and_prunes(
+    store: Arc<dyn Store>,
+    reopen: impl Fn() -> Arc<dyn Store>,
+) {
+    let (lead, other) = (contact("80"), contact("81"));
+    let note = |at: i64, object: &ObjectRef, summary: &str| JournalEntry {
+        at: Timestamp(at),
+        object: Some(object.clone()),
+        kind: JournalKind::Rule,
+        summary: summary.into(),
+        detail: json!({}),
+    };
+    let done = run("new-sql-gets-a-call", "80", "completed", false);
+    // Written in the same order before and after the restart, each object's rows
+    // interleaved with the other's.
+    let write = |store: Arc<dyn Store>, round: &'static str, at: i64| {
+        let done = done.clone();
+        let (lead, other) = (lead.clone(), other.clone());
+        async move {
+            store
+                .append_inbox(batch(vec![
+                    property_event(&lead, &format!("{round}-1"), at, "firstname", round),
+                    property_event(&other, &format!("{round}-2"), at, "firstname", "x"),
+                    property_event(&lead, &format!("{round}-3"), at + 1, "lastname", round),
+                ]))
+                .await
+                .unwrap();
+            apply_all(store.as_ref()).await;
+            store
+                .journal(vec![
+                    note(at, &lead, &format!("{round} a")),
+                    note(at, &other, "elsewhere"),
+                    note(at + 1, &lead, &format!("{round} b")),
+                ])
+                .await
+                .unwrap();
+            store
+                .apply(UnitOfWork {
+                    runs: vec![done.clone()],
+                    outbox: vec![
+                        job(&format!("{round}-call"), &done.run_id, &lead, "Call"),
+                        job(&format!("{round}-other"), &done.run_id, &other, "Other"),
+                    ],
+                    ..UnitOfWork::default()
+                })
+                .await
+                .unwrap();
+        }
+    };
+    let journal = |store: Arc<dyn Store>, object: ObjectRef| async move {
+        let entries = store.journal_for(&object).await.unwrap();
+        entries.into_iter().map(|e| e.summary).collect::<Vec<_>>()
+    };
+
+    write(Arc::clone(&store), "before", 10).await;
+    store.close().await.unwrap();
+    drop(store);
+    let store = reopen();
+    write(Arc::clone(&store), "after", 20).await;
+
+    let received: Vec<String> = store
+        .received_events(&lead)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.dedup_key)
+        .collect();
+    assert_eq!(received, ["before-1", "before-3", "after-1", "after-3"]);
+    assert_eq!(
+        journal(Arc::clone(&store), lead.clone()).await,
+        ["before a", "before b", "after a", "after b"]
+    );
+    assert_eq!(
+        journal(Arc::clone(&store), other.clone()).await,
+        ["elsewhere", "elsewhere"]
+    );
+    let keys: Vec<String> = store
+        .outbox_for(&lead)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.job.idempotency_key)
+        .collect();
+    assert_eq!(keys, ["before-call", "after-call"]);
+    let history: Vec<(String, Value)> = store
+        .property_history(&lead)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.name, h.value))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("firstname".to_owned(), json!("before")),
+            ("firstname".to_owned(), json!("after")),
+            ("lastname".to_owned(), json!("before")),
+            ("lastname".to_owned(), json!("after")),
+        ]
+    );
+
+    // A prune that takes the whole journal, newest rows too: the rows written after it
+    // are found all the same.
+    while store.prune(Timestamp(1_000), 100).await.unwrap().total() > 0 {}
+    assert!(journal(Arc::clone(&store), lead.clone()).await.is_empty());
+    store
+        .journal(vec![note(30, &lead, "after the prune")])
+        .await
+        .unwrap();
+    assert_eq!(
+        journal(Arc::clone(&store), lead.clone()).await,
+        ["after the prune"]
+    );
+    store.close().await.unwrap();
+    drop(store);
+    let store = reopen();
+    assert_eq!(journal(store, lead).await, ["after the prune"]);
+}
