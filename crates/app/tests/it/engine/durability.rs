@@ -104,7 +104,18 @@ async fn timers_that_came_due_while_the_service_was_down_fire_once_each_on_start
 
 #[tokio::test]
 async fn events_of_a_thousand_objects_from_concurrent_requests_apply_in_each_objects_order() {
-    let app = std::sync::Arc::new(spawn_app_with_rules(&[], "").await);
+    thousand_objects_apply_in_each_objects_order("").await;
+}
+
+/// The same with batches of 50: a backlog all along, so every batch is prepared while
+/// others commit, and an object's events are spread over many batches.
+#[tokio::test]
+async fn the_same_in_batches_of_fifty_with_many_in_flight() {
+    thousand_objects_apply_in_each_objects_order("[engine]\nbatch_size = 50\n").await;
+}
+
+async fn thousand_objects_apply_in_each_objects_order(config: &str) {
+    let app = std::sync::Arc::new(spawn_app_with_rules(&[], config).await);
     const OBJECTS: u64 = 1_000;
     const STEPS: u64 = 10;
     const SENDERS: u64 = 20;
