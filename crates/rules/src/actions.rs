@@ -20,9 +20,10 @@ pub(crate) fn render_action(
     let tpl = std::cell::OnceCell::new();
     let render = |text: &Text| match text {
         Text::Literal(s) => Ok(s.clone()),
-        Text::Template { .. } => rule
-            .templates
-            .render(text, tpl.get_or_init(|| ctx.template_value(&state.vars))),
+        Text::Template { .. } => rule.templates.render(
+            text,
+            tpl.get_or_init(|| ctx.template_value(rule.templates.roots(), &state.vars)),
+        ),
     };
     let owner = ctx.owner.clone().unwrap_or_default();
     let owner_id = || {

@@ -18,6 +18,7 @@ use followthrough_core::{Event, EventKind, ObjectRef, Timestamp};
 use serde_json::{Map, Value as Json, json};
 
 use crate::duration::Calendar;
+use crate::expr::ROOTS;
 
 /// A CRM object and its current properties (values as the CRM sent them).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -39,7 +40,7 @@ impl ObjectState {
 pub use followthrough_core::Owner;
 
 /// Everything one evaluation may read. Built once per (event, object) and shared by
-/// every rule evaluated for it: the CEL form is built lazily, once.
+/// every rule evaluated for it.
 #[derive(Debug)]
 pub struct EvalContext {
     /// The event being evaluated; `None` when a timer wakes a run.
@@ -53,9 +54,32 @@ pub struct EvalContext {
     pub associated: BTreeMap<String, Vec<ObjectState>>,
     pub now: Timestamp,
     pub calendar: Calendar,
-    cel: OnceLock<CelVars>,
-    raw: OnceLock<Json>,
-    coerced: OnceLock<Json>,
+    converted: Converted,
+}
+
+/// The context's roots in CEL and template form, each converted on first use and then
+/// shared by every rule evaluated in this context. Most rules read one or two roots
+/// (`object.next_step`), and converting all of them (the linked objects with all their
+/// properties, say) cost more than evaluating the rules did.
+#[derive(Default)]
+struct Converted {
+    /// The fill (properties read as "" when absent) `cel_object`/`cel_previous` have;
+    /// set by the first rule that reads either of them.
+    cel_fill: OnceLock<Arc<BTreeSet<String>>>,
+    cel_object: OnceLock<Box<dyn Val>>,
+    cel_previous: OnceLock<Box<dyn Val>>,
+    cel_event: OnceLock<Box<dyn Val>>,
+    cel_owner: OnceLock<Box<dyn Val>>,
+    cel_associated: OnceLock<Box<dyn Val>>,
+    cel_now: OnceLock<Box<dyn Val>>,
+    /// Template values by root, in `ROOTS` order.
+    template: [OnceLock<minijinja::Value>; ROOTS.len()],
+}
+
+impl std::fmt::Debug for Converted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Converted").finish_non_exhaustive()
+    }
 }
 
 impl Clone for EvalContext {
@@ -90,9 +114,7 @@ impl EvalContext {
             associated,
             now,
             calendar,
-            cel: OnceLock::new(),
-            raw: OnceLock::new(),
-            coerced: OnceLock::new(),
+            converted: Converted::default(),
         }
     }
 
@@ -143,30 +165,63 @@ impl EvalContext {
         )
     }
 
-    /// The CEL variables (without `vars`), built on first use with `fill`; the caller
-    /// checks [`CelVars::covers`] since another rule set may have built them first.
-    pub(crate) fn cel(&self, fill: &Arc<BTreeSet<String>>) -> &CelVars {
-        self.cel
-            .get_or_init(|| CelVars::build_with(self, fill, &Map::new()))
-    }
-
-    /// The context as templates see it, with the run's `vars`.
-    pub(crate) fn template_value(&self, vars: &Map<String, Json>) -> minijinja::Value {
-        let mut root = self.raw.get_or_init(|| self.view(false)).clone();
-        root["vars"] = Json::Object(vars.clone());
-        minijinja::Value::from(minijinja::value::Serde(&root))
+    /// The context as templates see it: the `roots` they read, and the run's `vars`.
+    pub(crate) fn template_value(
+        &self,
+        roots: &[&str],
+        vars: &Map<String, Json>,
+    ) -> minijinja::Value {
+        let root_values = roots.iter().filter_map(|root| {
+            let value = if *root == "vars" {
+                minijinja::Value::from(minijinja::value::Serde(vars))
+            } else {
+                let at = ROOTS.iter().position(|r| r == root)?;
+                self.converted.template[at]
+                    .get_or_init(|| {
+                        minijinja::Value::from(minijinja::value::Serde(self.root_view(root, false)))
+                    })
+                    .clone()
+            };
+            Some((*root, value))
+        });
+        minijinja::Value::from(root_values.collect::<BTreeMap<_, _>>())
     }
 
     /// The value at a dotted path in the coerced (CEL) view, or null; for the journal.
     pub fn lookup_path(&self, path: &str) -> Json {
+        let mut parts = path.split('.');
+        let root = parts.next().unwrap_or_default();
         // Absent properties read as "" in CEL; report them the same way.
-        let absent = if path.starts_with("object.") || path.starts_with("previous.") {
+        let absent = if matches!(root, "object" | "previous") {
             Json::String(String::new())
         } else {
             Json::Null
         };
-        let mut current = self.coerced.get_or_init(|| self.view(true));
-        for part in path.split('.') {
+        let properties = match root {
+            "object" => Some(&self.object.properties),
+            "previous" => Some(&self.previous),
+            _ => None,
+        };
+        // A property is looked up alone: viewing the whole object to read one of its
+        // properties was most of the cost of journaling a decision.
+        let start = match (properties, parts.next()) {
+            (Some(properties), Some(name)) => match properties.get(name) {
+                Some(value) => coerce_json(value),
+                None => return absent,
+            },
+            (_, first) => {
+                let view = self.root_view(root, true);
+                match first {
+                    None => return view,
+                    Some(name) => match view.get(name) {
+                        Some(value) => value.clone(),
+                        None => return absent,
+                    },
+                }
+            }
+        };
+        let mut current = &start;
+        for part in parts {
             match current.get(part) {
                 Some(next) => current = next,
                 None => return absent,
@@ -175,21 +230,31 @@ impl EvalContext {
         current.clone()
     }
 
-    /// The whole context as JSON; `coerce` applies the CEL number coercion.
-    fn view(&self, coerce: bool) -> Json {
-        let props = |map: &BTreeMap<String, Json>| -> Json {
-            Json::Object(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), if coerce { coerce_json(v) } else { v.clone() }))
-                    .collect(),
-            )
-        };
+    /// One root of the context as JSON; `coerce` applies the CEL number coercion.
+    fn root_view(&self, root: &str, coerce: bool) -> Json {
+        match root {
+            "event" => self.event_view(coerce),
+            "object" => props_view(&self.object.properties, coerce),
+            "previous" => props_view(&self.previous, coerce),
+            "owner" => {
+                let owner = self.owner.clone().unwrap_or_default();
+                json!({ "id": owner.id, "email": owner.email, "name": owner.name, "teams": owner.teams })
+            }
+            "associated" => self.associated_view(coerce),
+            "now" => Json::String(self.now.to_rfc3339()),
+            "vars" => Json::Object(Map::new()),
+            _ => Json::Null,
+        }
+    }
+
+    /// `associated` as JSON: by type, the first linked object, and by plural, all of them.
+    fn associated_view(&self, coerce: bool) -> Json {
         let mut associated = Map::new();
         for (kind, objects) in &self.associated {
             let list: Vec<Json> = objects
                 .iter()
                 .map(|o| {
-                    let mut p = props(&o.properties);
+                    let mut p = props_view(&o.properties, coerce);
                     p["id"] = Json::String(o.object.id.clone());
                     p
                 })
@@ -199,16 +264,7 @@ impl EvalContext {
             }
             associated.insert(plural(kind), Json::Array(list));
         }
-        let owner = self.owner.clone().unwrap_or_default();
-        json!({
-            "event": self.event_view(coerce),
-            "object": props(&self.object.properties),
-            "previous": props(&self.previous),
-            "owner": { "id": owner.id, "email": owner.email, "name": owner.name, "teams": owner.teams },
-            "associated": associated,
-            "vars": {},
-            "now": self.now.to_rfc3339(),
-        })
+        Json::Object(associated)
     }
 
     fn event_view(&self, coerce: bool) -> Json {
@@ -260,6 +316,16 @@ pub fn plural(kind: &str) -> String {
         Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{stem}ies"),
         _ => format!("{kind}s"),
     }
+}
+
+/// Properties as JSON; `coerce` applies the CEL number coercion.
+fn props_view(properties: &BTreeMap<String, Json>, coerce: bool) -> Json {
+    Json::Object(
+        properties
+            .iter()
+            .map(|(k, v)| (k.clone(), if coerce { coerce_json(v) } else { v.clone() }))
+            .collect(),
+    )
 }
 
 /// A canonical integer or decimal string as a JSON number; anything else unchanged.
@@ -345,21 +411,21 @@ fn map_to_cel<'a>(
     cel::Value::from(map)
 }
 
-/// The CEL variables of one context, converted once.
-#[derive(Clone)]
-pub struct CelVars {
-    event: Box<dyn Val>,
-    object: Box<dyn Val>,
-    previous: Box<dyn Val>,
-    owner: Box<dyn Val>,
-    associated: Box<dyn Val>,
-    now: Box<dyn Val>,
-    vars: Box<dyn Val>,
-    /// Property names filled with "" in `object`/`previous`.
-    filled: Arc<BTreeSet<String>>,
+/// The CEL variables one evaluation sees: the context's roots, converted on first read
+/// and kept in the context for the next rule (see [`Converted`]), and the run's `vars`.
+pub struct CelVars<'a> {
+    ctx: &'a EvalContext,
+    /// Property names that read as "" in `object`/`previous` when absent.
+    fill: &'a Arc<BTreeSet<String>>,
+    vars: &'a Map<String, Json>,
+    /// `vars`, converted on first read.
+    cel_vars: OnceLock<Box<dyn Val>>,
+    /// `object`/`previous` with this rule's fill, when the context's do not cover it.
+    own_object: OnceLock<Box<dyn Val>>,
+    own_previous: OnceLock<Box<dyn Val>>,
 }
 
-impl std::fmt::Debug for CelVars {
+impl std::fmt::Debug for CelVars<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CelVars").finish_non_exhaustive()
     }
@@ -370,75 +436,87 @@ fn boxed(value: cel::Value) -> Box<dyn Val> {
     Box::<dyn Val>::try_from(value).unwrap_or(fallback)
 }
 
-impl CelVars {
-    /// Builds the variables, filling `fill` properties and binding the run's `vars`.
-    pub(crate) fn build_with(
-        ctx: &EvalContext,
-        fill: &Arc<BTreeSet<String>>,
-        vars: &Map<String, Json>,
+impl<'a> CelVars<'a> {
+    /// The variables of `ctx` for a rule filling `fill`, with the run's `vars`.
+    pub(crate) fn new(
+        ctx: &'a EvalContext,
+        fill: &'a Arc<BTreeSet<String>>,
+        vars: &'a Map<String, Json>,
     ) -> Self {
-        let view = ctx.coerced.get_or_init(|| ctx.view(true));
-        let object = map_to_cel(
-            ctx.object.properties.iter().map(|(k, v)| (k.as_str(), v)),
-            fill,
-        );
-        let previous = map_to_cel(ctx.previous.iter().map(|(k, v)| (k.as_str(), v)), fill);
-        let now = jiff::Timestamp::from_millisecond(ctx.now.as_millis())
-            .ok()
-            .and_then(|ts| chrono::DateTime::from_timestamp_millis(ts.as_millisecond()))
-            .map(|dt| cel::Value::Timestamp(dt.fixed_offset()))
-            .unwrap_or(cel::Value::Null);
         Self {
-            event: boxed(to_cel(&view["event"])),
-            object: boxed(object),
-            previous: boxed(previous),
-            owner: boxed(to_cel_owner(&view["owner"])),
-            associated: boxed(to_cel(&view["associated"])),
-            now: boxed(now),
-            vars: boxed(to_cel(&Json::Object(vars.clone()))),
-            filled: Arc::clone(fill),
+            ctx,
+            fill,
+            vars,
+            cel_vars: OnceLock::new(),
+            own_object: OnceLock::new(),
+            own_previous: OnceLock::new(),
         }
     }
 
-    pub(crate) fn covers(&self, properties: &Arc<BTreeSet<String>>) -> bool {
-        // Rules of one set share the same Arc: a pointer check on the hot path.
-        Arc::ptr_eq(properties, &self.filled) || properties.is_subset(&self.filled)
+    /// `object` or `previous`: the context's copy when its fill covers this rule's
+    /// (rules of one set share one fill, so this is a pointer check), else our own.
+    fn properties(&self, previous: bool) -> &Box<dyn Val> {
+        let converted = &self.ctx.converted;
+        let source = if previous {
+            &self.ctx.previous
+        } else {
+            &self.ctx.object.properties
+        };
+        let convert = |fill: &BTreeSet<String>| {
+            boxed(map_to_cel(
+                source.iter().map(|(k, v)| (k.as_str(), v)),
+                fill,
+            ))
+        };
+        let shared_fill = converted.cel_fill.get_or_init(|| Arc::clone(self.fill));
+        let covered = Arc::ptr_eq(shared_fill, self.fill) || self.fill.is_subset(shared_fill);
+        match (covered, previous) {
+            (true, false) => converted.cel_object.get_or_init(|| convert(shared_fill)),
+            (true, true) => converted.cel_previous.get_or_init(|| convert(shared_fill)),
+            (false, false) => self.own_object.get_or_init(|| convert(self.fill)),
+            (false, true) => self.own_previous.get_or_init(|| convert(self.fill)),
+        }
+    }
+
+    fn now(&self) -> cel::Value {
+        chrono::DateTime::from_timestamp_millis(self.ctx.now.as_millis())
+            .map(|dt| cel::Value::Timestamp(dt.fixed_offset()))
+            .unwrap_or(cel::Value::Null)
     }
 }
 
 /// Owner ids stay strings (they are ids, not quantities).
-fn to_cel_owner(owner: &Json) -> cel::Value {
+fn to_cel_owner(owner: Option<&Owner>) -> cel::Value {
+    let owner = owner.cloned().unwrap_or_default();
+    let text = |s: String| cel::Value::String(Arc::new(s));
     let mut map: HashMap<Key, cel::Value> = HashMap::new();
-    for field in ["id", "email", "name"] {
-        map.insert(
-            Key::from(field),
-            cel::Value::String(Arc::new(
-                owner[field].as_str().unwrap_or_default().to_owned(),
-            )),
-        );
-    }
-    let teams = owner["teams"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .map(|v| cel::Value::String(Arc::new(v.as_str().unwrap_or_default().to_owned())))
-                .collect()
-        })
-        .unwrap_or_default();
+    map.insert(Key::from("id"), text(owner.id));
+    map.insert(Key::from("email"), text(owner.email));
+    map.insert(Key::from("name"), text(owner.name));
+    let teams = owner.teams.into_iter().map(text).collect();
     map.insert(Key::from("teams"), cel::Value::List(Arc::new(teams)));
     cel::Value::from(map)
 }
 
-impl VariableResolver for CelVars {
+impl VariableResolver for CelVars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let converted = &self.ctx.converted;
         let value = match variable {
-            "event" => &self.event,
-            "object" => &self.object,
-            "previous" => &self.previous,
-            "owner" => &self.owner,
-            "associated" => &self.associated,
-            "now" => &self.now,
-            "vars" => &self.vars,
+            "object" => self.properties(false),
+            "previous" => self.properties(true),
+            "event" => converted
+                .cel_event
+                .get_or_init(|| boxed(to_cel(&self.ctx.event_view(true)))),
+            "owner" => converted
+                .cel_owner
+                .get_or_init(|| boxed(to_cel_owner(self.ctx.owner.as_ref()))),
+            "associated" => converted
+                .cel_associated
+                .get_or_init(|| boxed(to_cel(&self.ctx.associated_view(true)))),
+            "now" => converted.cel_now.get_or_init(|| boxed(self.now())),
+            "vars" => self
+                .cel_vars
+                .get_or_init(|| boxed(to_cel(&Json::Object(self.vars.clone())))),
             _ => return None,
         };
         Some(CowVal::Borrowed(value.as_ref()))
@@ -473,5 +551,107 @@ mod tests {
         }
         assert_eq!(plural("company"), "companies");
         assert_eq!(plural("deal"), "deals");
+    }
+}
+
+#[cfg(test)]
+mod conversion_tests {
+    use super::*;
+    use crate::expr::Condition;
+
+    fn context() -> EvalContext {
+        let contact = ObjectRef::new("hubspot", "contact", "7");
+        let object = ObjectState {
+            object: ObjectRef::new("hubspot", "deal", "1"),
+            properties: BTreeMap::from([
+                ("dealname".to_owned(), json!("Acme")),
+                ("amount".to_owned(), json!("1200")),
+                ("closed".to_owned(), Json::Null),
+                ("hubspot_owner_id".to_owned(), json!("42")),
+            ]),
+        };
+        let linked = ObjectState {
+            object: contact,
+            properties: BTreeMap::from([("lead_score".to_owned(), json!("72"))]),
+        };
+        let owner = Owner {
+            id: "42".into(),
+            email: "rep@example.com".into(),
+            name: "Rae".into(),
+            teams: vec!["closers".into()],
+        };
+        EvalContext::gather(
+            None,
+            object,
+            BTreeMap::from([("amount".to_owned(), json!("900"))]),
+            |id| (id == "42").then(|| owner.clone()),
+            [linked],
+            Timestamp::from_millis(1_764_324_000_000),
+            Calendar::default(),
+        )
+    }
+
+    fn holds(condition: &str, ctx: &EvalContext) -> bool {
+        let condition = Condition::compile(condition).expect("compiles");
+        let fill = Arc::new(condition.properties.clone());
+        condition
+            .eval_bool(&CelVars::new(ctx, &fill, &Map::new()))
+            .expect("evaluates")
+    }
+
+    #[test]
+    fn each_rule_reads_its_own_absent_properties_as_empty_whichever_converted_first() {
+        let ctx = context();
+        // The first rule converts `object` with its fill; the second fills another name.
+        assert!(holds(r#"object.next_step == "" && object.amount > 1000"#, &ctx));
+        assert!(holds(r#"object.stage == "" && previous.amount == 900"#, &ctx));
+        assert!(holds(r#"object.next_step == "" && previous.next_step == """#, &ctx));
+        assert!(holds(
+            r#"owner.email == "rep@example.com" && "closers" in owner.teams"#,
+            &ctx
+        ));
+        assert!(holds(
+            "associated.contact.lead_score >= 50 && size(associated.contacts) == 1",
+            &ctx
+        ));
+        assert!(holds(r#"event.kind == "timer""#, &ctx));
+    }
+
+    #[test]
+    fn journal_inputs_read_each_path_as_cel_sees_it() {
+        let ctx = context();
+        for (path, expected) in [
+            ("object.amount", json!(1200)),
+            ("object.dealname", json!("Acme")),
+            ("object.closed", json!("")),
+            ("object.next_step", json!("")),
+            ("previous.amount", json!(900)),
+            ("previous.dealname", json!("")),
+            ("owner.email", json!("rep@example.com")),
+            ("owner.teams", json!(["closers"])),
+            ("associated.contact.lead_score", json!(72)),
+            ("associated.contact.id", json!("7")),
+            ("associated.companies", Json::Null),
+            ("event.kind", json!("timer")),
+            ("now", json!("2025-11-28T10:00:00Z")),
+            ("vars.attempts", Json::Null),
+        ] {
+            assert_eq!(ctx.lookup_path(path), expected, "{path}");
+        }
+        assert_eq!(
+            ctx.lookup_path("associated.contacts"),
+            json!([{ "id": "7", "lead_score": 72 }])
+        );
+    }
+
+    #[test]
+    fn templates_see_the_roots_they_read_with_values_as_sent() {
+        let ctx = context();
+        let value = ctx.template_value(&["object", "owner", "vars"], &Map::new());
+        let env = minijinja::Environment::new();
+        let rendered = env
+            .render_str("{{ object.amount }} {{ owner.name }} {{ vars | length }}", &value)
+            .expect("renders");
+        assert_eq!(rendered, "1200 Rae 0");
     }
 }

@@ -2,7 +2,6 @@
 //! when woken. No I/O, no clock, no randomness: the same inputs give the same
 //! decisions, so the engine, rule tests and the dry-run agree.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -39,13 +38,8 @@ pub enum TriggerDecision {
     },
 }
 
-fn cel_vars<'a>(rule: &Rule, ctx: &'a EvalContext, vars: &Map<String, Json>) -> Cow<'a, CelVars> {
-    let cached = ctx.cel(&rule.fill);
-    if vars.is_empty() && cached.covers(&rule.fill) {
-        Cow::Borrowed(cached)
-    } else {
-        Cow::Owned(CelVars::build_with(ctx, &rule.fill, vars))
-    }
+fn cel_vars<'a>(rule: &'a Rule, ctx: &'a EvalContext, vars: &'a Map<String, Json>) -> CelVars<'a> {
+    CelVars::new(ctx, &rule.fill, vars)
 }
 
 fn eval_condition(
@@ -76,7 +70,8 @@ pub fn evaluate_trigger(rule: &Rule, ctx: &EvalContext) -> TriggerDecision {
             guard: None,
         };
     }
-    let vars = cel_vars(rule, ctx, &Map::new());
+    let no_vars = Map::new();
+    let vars = cel_vars(rule, ctx, &no_vars);
     let guard = match &rule.guard {
         None => None,
         Some(condition) => {
@@ -379,7 +374,9 @@ impl Runner<'_> {
                     }
                 }
                 Step::Lookup { url, headers, into } => {
-                    let tpl = self.ctx.template_value(&self.state.vars);
+                    let tpl = self
+                        .ctx
+                        .template_value(self.rule.templates.roots(), &self.state.vars);
                     let render = |t: &Text| self.rule.templates.render(t, &tpl);
                     let rendered = render(url).and_then(|url| {
                         let headers = headers

@@ -132,7 +132,7 @@ impl Condition {
     }
 
     /// Evaluates to a boolean; anything else (or a CEL error) is an [`EvalError`].
-    pub fn eval_bool(&self, vars: &CelVars) -> Result<bool, EvalError> {
+    pub fn eval_bool(&self, vars: &CelVars<'_>) -> Result<bool, EvalError> {
         match self.eval(vars)? {
             Value::Bool(b) => Ok(b),
             other => Err(self.error(format!(
@@ -142,7 +142,7 @@ impl Condition {
         }
     }
 
-    pub fn eval(&self, vars: &CelVars) -> Result<Value, EvalError> {
+    pub fn eval(&self, vars: &CelVars<'_>) -> Result<Value, EvalError> {
         let mut context = Context::with_env(Arc::clone(env()));
         context.set_variable_resolver(vars);
         self.program

@@ -34,6 +34,8 @@ pub struct TemplateError {
 #[derive(Debug, Clone)]
 pub struct Templates {
     env: Arc<Environment<'static>>,
+    /// The context's roots the templates read: only these are converted to render.
+    roots: Arc<[&'static str]>,
 }
 
 /// Collects templates while a rule compiles, then freezes into [`Templates`].
@@ -113,8 +115,17 @@ impl TemplateBuilder {
     }
 
     pub fn finish(self) -> Templates {
+        let roots = ROOTS
+            .into_iter()
+            .filter(|root| {
+                self.reads
+                    .iter()
+                    .any(|path| path.split('.').next() == Some(*root))
+            })
+            .collect();
         Templates {
             env: Arc::new(self.env),
+            roots,
         }
     }
 }
@@ -127,6 +138,11 @@ fn is_builtin(name: &str) -> bool {
 }
 
 impl Templates {
+    /// The roots of the context (`object`, `owner`, ...) the templates read.
+    pub fn roots(&self) -> &[&'static str] {
+        &self.roots
+    }
+
     /// Renders `text` with `context` (the JSON form of the evaluation context).
     pub fn render(&self, text: &Text, context: &minijinja::Value) -> Result<String, String> {
         match text {
