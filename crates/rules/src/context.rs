@@ -455,7 +455,7 @@ impl<'a> CelVars<'a> {
 
     /// `object` or `previous`: the context's copy when its fill covers this rule's
     /// (rules of one set share one fill, so this is a pointer check), else our own.
-    fn properties(&self, previous: bool) -> &Box<dyn Val> {
+    fn properties(&self, previous: bool) -> &dyn Val {
         let converted = &self.ctx.converted;
         let source = if previous {
             &self.ctx.previous
@@ -470,12 +470,13 @@ impl<'a> CelVars<'a> {
         };
         let shared_fill = converted.cel_fill.get_or_init(|| Arc::clone(self.fill));
         let covered = Arc::ptr_eq(shared_fill, self.fill) || self.fill.is_subset(shared_fill);
-        match (covered, previous) {
+        let value = match (covered, previous) {
             (true, false) => converted.cel_object.get_or_init(|| convert(shared_fill)),
             (true, true) => converted.cel_previous.get_or_init(|| convert(shared_fill)),
             (false, false) => self.own_object.get_or_init(|| convert(self.fill)),
             (false, true) => self.own_previous.get_or_init(|| convert(self.fill)),
-        }
+        };
+        value.as_ref()
     }
 
     fn now(&self) -> cel::Value {
@@ -501,25 +502,28 @@ fn to_cel_owner(owner: Option<&Owner>) -> cel::Value {
 impl VariableResolver for CelVars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let converted = &self.ctx.converted;
-        let value = match variable {
+        let cached = |lock: &'b OnceLock<Box<dyn Val>>, convert: &dyn Fn() -> Box<dyn Val>| {
+            lock.get_or_init(convert).as_ref()
+        };
+        let value: &dyn Val = match variable {
             "object" => self.properties(false),
             "previous" => self.properties(true),
-            "event" => converted
-                .cel_event
-                .get_or_init(|| boxed(to_cel(&self.ctx.event_view(true)))),
-            "owner" => converted
-                .cel_owner
-                .get_or_init(|| boxed(to_cel_owner(self.ctx.owner.as_ref()))),
-            "associated" => converted
-                .cel_associated
-                .get_or_init(|| boxed(to_cel(&self.ctx.associated_view(true)))),
-            "now" => converted.cel_now.get_or_init(|| boxed(self.now())),
-            "vars" => self
-                .cel_vars
-                .get_or_init(|| boxed(to_cel(&Json::Object(self.vars.clone())))),
+            "event" => cached(&converted.cel_event, &|| {
+                boxed(to_cel(&self.ctx.event_view(true)))
+            }),
+            "owner" => cached(&converted.cel_owner, &|| {
+                boxed(to_cel_owner(self.ctx.owner.as_ref()))
+            }),
+            "associated" => cached(&converted.cel_associated, &|| {
+                boxed(to_cel(&self.ctx.associated_view(true)))
+            }),
+            "now" => cached(&converted.cel_now, &|| boxed(self.now())),
+            "vars" => cached(&self.cel_vars, &|| {
+                boxed(to_cel(&Json::Object(self.vars.clone())))
+            }),
             _ => return None,
         };
-        Some(CowVal::Borrowed(value.as_ref()))
+        Some(CowVal::Borrowed(value))
     }
 }
 
@@ -603,9 +607,18 @@ mod conversion_tests {
     fn each_rule_reads_its_own_absent_properties_as_empty_whichever_converted_first() {
         let ctx = context();
         // The first rule converts `object` with its fill; the second fills another name.
-        assert!(holds(r#"object.next_step == "" && object.amount > 1000"#, &ctx));
-        assert!(holds(r#"object.stage == "" && previous.amount == 900"#, &ctx));
-        assert!(holds(r#"object.next_step == "" && previous.next_step == """#, &ctx));
+        assert!(holds(
+            r#"object.next_step == "" && object.amount > 1000"#,
+            &ctx
+        ));
+        assert!(holds(
+            r#"object.stage == "" && previous.amount == 900"#,
+            &ctx
+        ));
+        assert!(holds(
+            r#"object.next_step == "" && previous.next_step == """#,
+            &ctx
+        ));
         assert!(holds(
             r#"owner.email == "rep@example.com" && "closers" in owner.teams"#,
             &ctx
@@ -650,7 +663,10 @@ mod conversion_tests {
         let value = ctx.template_value(&["object", "owner", "vars"], &Map::new());
         let env = minijinja::Environment::new();
         let rendered = env
-            .render_str("{{ object.amount }} {{ owner.name }} {{ vars | length }}", &value)
+            .render_str(
+                "{{ object.amount }} {{ owner.name }} {{ vars | length }}",
+                &value,
+            )
             .expect("renders");
         assert_eq!(rendered, "1200 Rae 0");
     }

@@ -364,7 +364,7 @@ impl<'a> Batch<'a> {
 
         // The subjects: the event's object and, when an engagement is created, the
         // objects it is linked to.
-        let mut subjects = vec![(object.clone(), previous.clone())];
+        let mut subjects = vec![(object.clone(), previous)];
         if matches!(event.kind, EventKind::Created) {
             for other in self.links.get(&object).cloned().unwrap_or_default() {
                 let props = self
@@ -403,23 +403,26 @@ impl<'a> Batch<'a> {
             self.record(result);
         }
 
-        // 2. Triggers.
+        // 2. Triggers. One context per object, shared by every rule the event may
+        // trigger on it: starting a run changes runs, never what a context holds.
         let rules = self.rules;
         let candidates: Vec<(&Rule, Subject)> =
             rules.matching(event).map(|c| (c.rule, c.subject)).collect();
+        let mut contexts: HashMap<ObjectRef, EvalContext> = HashMap::new();
         for (rule, subject) in candidates {
-            let targets: Vec<(ObjectRef, BTreeMap<String, Json>)> = match subject {
-                Subject::EventObject => vec![(object.clone(), previous.clone())],
+            let targets: Vec<&(ObjectRef, BTreeMap<String, Json>)> = match subject {
+                Subject::EventObject => subjects.iter().take(1).collect(),
                 Subject::Associated => subjects
                     .iter()
                     .skip(1)
                     .filter(|(s, _)| s.object_type == rule.trigger.object)
-                    .cloned()
                     .collect(),
             };
             for (target, prev) in targets {
-                let ctx = self.context(&target, Some(event.clone()), prev, at);
-                self.trigger(rule, &target, event, &ctx, at)?;
+                let ctx = contexts
+                    .entry(target.clone())
+                    .or_insert_with(|| self.context(target, Some(event.clone()), prev.clone(), at));
+                self.trigger(rule, target, event, ctx, at)?;
             }
         }
         Ok(())
