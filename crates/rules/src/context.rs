@@ -619,6 +619,11 @@ mod conversion_tests {
             r#"object.next_step == "" && previous.next_step == """#,
             &ctx
         ));
+    }
+
+    #[test]
+    fn every_other_root_reads_as_cel_sees_it_when_first_read() {
+        let ctx = context();
         assert!(holds(
             r#"owner.email == "rep@example.com" && "closers" in owner.teams"#,
             &ctx
@@ -628,6 +633,15 @@ mod conversion_tests {
             &ctx
         ));
         assert!(holds(r#"event.kind == "timer""#, &ctx));
+        assert!(holds(r#"now == timestamp("2025-11-28T10:00:00Z")"#, &ctx));
+        // A run's vars are its own, not the context's: two runs, two values.
+        let condition = Condition::compile("vars.attempts == 2").expect("compiles");
+        let fill = Arc::new(BTreeSet::new());
+        for (attempts, expected) in [(2, true), (3, false)] {
+            let vars = Map::from_iter([("attempts".to_owned(), json!(attempts))]);
+            let result = condition.eval_bool(&CelVars::new(&ctx, &fill, &vars));
+            assert_eq!(result, Ok(expected), "attempts = {attempts}");
+        }
     }
 
     #[test]
