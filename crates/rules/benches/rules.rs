@@ -73,9 +73,9 @@ fn context(event: Event) -> EvalContext {
         Some(event.clone()),
         ObjectState {
             object: event.object.clone(),
-            properties,
+            properties: properties.into(),
         },
-        BTreeMap::new(),
+        Default::default(),
         Some(owner),
         BTreeMap::new(),
         event.occurred_at,

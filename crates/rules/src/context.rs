@@ -20,19 +20,31 @@ use serde_json::{Map, Value as Json, json};
 use crate::duration::Calendar;
 use crate::expr::ROOTS;
 
-/// A CRM object and its current properties (values as the CRM sent them).
+/// An object's properties by name (values as the CRM sent them), shared: the engine
+/// keeps each object's map once and hands the same map to every context that reads the
+/// object (as `object`, `previous` or a linked object) instead of a copy each time.
+pub type Properties = Arc<BTreeMap<String, Json>>;
+
+/// A CRM object and its current properties.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectState {
     pub object: ObjectRef,
     #[serde(default)]
-    pub properties: BTreeMap<String, Json>,
+    pub properties: Properties,
 }
 
 impl ObjectState {
     pub fn new(object: ObjectRef) -> Self {
         Self {
             object,
-            properties: BTreeMap::new(),
+            properties: Properties::default(),
+        }
+    }
+
+    pub fn with_properties(object: ObjectRef, properties: BTreeMap<String, Json>) -> Self {
+        Self {
+            object,
+            properties: Arc::new(properties),
         }
     }
 }
@@ -48,7 +60,7 @@ pub struct EvalContext {
     /// The object the rule is about, with its properties after the event.
     pub object: ObjectState,
     /// Properties before the event.
-    pub previous: BTreeMap<String, Json>,
+    pub previous: Properties,
     pub owner: Option<Owner>,
     /// Linked objects by type (`contact`, `company`, ...).
     pub associated: BTreeMap<String, Vec<ObjectState>>,
@@ -100,7 +112,7 @@ impl EvalContext {
     pub fn new(
         event: Option<Event>,
         object: ObjectState,
-        previous: BTreeMap<String, Json>,
+        previous: Properties,
         owner: Option<Owner>,
         associated: BTreeMap<String, Vec<ObjectState>>,
         now: Timestamp,
@@ -125,7 +137,7 @@ impl EvalContext {
     pub fn gather(
         event: Option<Event>,
         object: ObjectState,
-        previous: BTreeMap<String, Json>,
+        previous: Properties,
         owners: impl Fn(&str) -> Option<Owner>,
         linked: impl IntoIterator<Item = ObjectState>,
         now: Timestamp,
@@ -157,7 +169,7 @@ impl EvalContext {
         Self::new(
             None,
             object,
-            BTreeMap::new(),
+            Properties::default(),
             None,
             BTreeMap::new(),
             now,
@@ -572,11 +584,12 @@ mod conversion_tests {
                 ("amount".to_owned(), json!("1200")),
                 ("closed".to_owned(), Json::Null),
                 ("hubspot_owner_id".to_owned(), json!("42")),
-            ]),
+            ])
+            .into(),
         };
         let linked = ObjectState {
             object: contact,
-            properties: BTreeMap::from([("lead_score".to_owned(), json!("72"))]),
+            properties: BTreeMap::from([("lead_score".to_owned(), json!("72"))]).into(),
         };
         let owner = Owner {
             id: "42".into(),
@@ -587,7 +600,7 @@ mod conversion_tests {
         EvalContext::gather(
             None,
             object,
-            BTreeMap::from([("amount".to_owned(), json!("900"))]),
+            BTreeMap::from([("amount".to_owned(), json!("900"))]).into(),
             |id| (id == "42").then(|| owner.clone()),
             [linked],
             Timestamp::from_millis(1_764_324_000_000),

@@ -24,7 +24,7 @@ mod testfile;
 mod testing;
 mod trigger;
 
-pub use context::{EvalContext, ObjectState, Owner, plural};
+pub use context::{EvalContext, ObjectState, Owner, Properties, plural};
 pub use diagnostic::{Diagnostic, Pos, print_diagnostics};
 pub use duration::{Calendar, CalendarError, Delay, DurationError};
 pub use eval::{

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use followthrough_core::{Event, EventKind, ObjectRef, Timestamp};
 use serde_json::Value as Json;
 
-use crate::context::{EvalContext, ObjectState, Owner};
+use crate::context::{EvalContext, ObjectState, Owner, Properties};
 use crate::duration::Calendar;
 use crate::eval::{
     RetriggerDecision, TriggerDecision, advance, cancel_run, evaluate_trigger, on_retrigger,
@@ -188,7 +188,7 @@ impl Simulator {
             let Some(rule) = self.rules.get(&state.rule_id) else {
                 continue;
             };
-            let ctx = self.context(&state.object, None, BTreeMap::new());
+            let ctx = self.context(&state.object, None, Properties::default());
             let result = advance(rule, &state, Wake::TimerFired { due_at: due }, &ctx);
             self.record(result, &mut taken);
         }
@@ -250,7 +250,7 @@ impl Simulator {
             .map(|c| (c.rule.id.clone(), c.subject, c.rule.trigger.object.clone()))
             .collect();
         for (rule_id, subject, object_type) in candidates {
-            let targets: Vec<(ObjectRef, BTreeMap<String, Json>)> = match subject {
+            let targets: Vec<(ObjectRef, Properties)> = match subject {
                 Subject::EventObject => vec![(object.clone(), previous.clone())],
                 Subject::Associated => subjects
                     .iter()
@@ -376,7 +376,7 @@ impl Simulator {
                         self.rules.get(&state.rule_id),
                     ) {
                         let current = self.runs[&run_id].clone();
-                        let ctx = self.context(&current.object, None, BTreeMap::new());
+                        let ctx = self.context(&current.object, None, Properties::default());
                         let next = advance(rule, &current, Wake::LookupResult(result), &ctx);
                         self.record(next, taken);
                     }
@@ -396,7 +396,7 @@ impl Simulator {
             .or_insert_with(|| ObjectState::new(event.object.clone()));
         match &event.kind {
             EventKind::PropertyChange { property, value } => {
-                state.properties.insert(property.clone(), value.clone());
+                Arc::make_mut(&mut state.properties).insert(property.clone(), value.clone());
             }
             EventKind::AssociationChange { to, removed, .. } => {
                 let (from, to) = (event.object.clone(), to.clone());
@@ -422,7 +422,7 @@ impl Simulator {
         &self,
         object: &ObjectRef,
         event: Option<Event>,
-        previous: BTreeMap<String, Json>,
+        previous: Properties,
     ) -> EvalContext {
         let state = self
             .objects

@@ -149,15 +149,15 @@ pub fn run_case(file: &TestFile, rules: &RuleSet, case: &Case) -> Result<(), Str
         sim.add_owner(owner.clone());
     }
     let subject = case.object.reference();
-    sim.set_object(ObjectState {
-        object: subject.clone(),
-        properties: case.object.properties.clone(),
-    });
+    sim.set_object(ObjectState::with_properties(
+        subject.clone(),
+        case.object.properties.clone(),
+    ));
     for other in &case.associated {
-        sim.set_object(ObjectState {
-            object: other.reference(),
-            properties: other.properties.clone(),
-        });
+        sim.set_object(ObjectState::with_properties(
+            other.reference(),
+            other.properties.clone(),
+        ));
         sim.associate(&subject, &other.reference());
     }
     for (url, result) in &case.lookups {
@@ -189,10 +189,10 @@ pub fn run_case(file: &TestFile, rules: &RuleSet, case: &Case) -> Result<(), Str
         }
         for (spec, removed) in [(&step.associate, false), (&step.dissociate, true)] {
             if let Some(other) = spec {
-                sim.set_object(ObjectState {
-                    object: other.reference(),
-                    properties: other.properties.clone(),
-                });
+                sim.set_object(ObjectState::with_properties(
+                    other.reference(),
+                    other.properties.clone(),
+                ));
                 let kind = EventKind::AssociationChange {
                     to: other.reference(),
                     association_type: format!("{}_to_{}", subject.object_type, other.object_type),
@@ -203,10 +203,10 @@ pub fn run_case(file: &TestFile, rules: &RuleSet, case: &Case) -> Result<(), Str
         }
         if let Some(engagement) = &step.engagement {
             let reference = engagement.reference();
-            sim.set_object(ObjectState {
-                object: reference.clone(),
-                properties: engagement.properties.clone(),
-            });
+            sim.set_object(ObjectState::with_properties(
+                reference.clone(),
+                engagement.properties.clone(),
+            ));
             sim.associate(&reference, &subject);
             events.push(next(EventKind::Created, reference));
         }

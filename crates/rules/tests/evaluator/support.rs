@@ -64,16 +64,16 @@ pub fn ctx(
     };
     let company = ObjectState {
         object: ObjectRef::new("hubspot", "company", "7"),
-        properties: props(&[("name", "Acme"), ("employees", "250")]),
+        properties: props(&[("name", "Acme"), ("employees", "250")]).into(),
     };
     let associated = BTreeMap::from([("company".to_string(), vec![company])]);
     EvalContext::new(
         event,
         ObjectState {
             object,
-            properties: props(now),
+            properties: props(now).into(),
         },
-        props(before),
+        props(before).into(),
         Some(owner),
         associated,
         Timestamp(at),

@@ -11,14 +11,14 @@
 //! This file walks events and timers through the rules; `objects` keeps the objects in
 //! memory and builds what a rule sees; `outcome` turns decisions into rows.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use followthrough_core::{Event, EventKind, ObjectRef, RunId, Timestamp};
 use followthrough_rules::{
-    Calendar, EvalContext, KeySpec, OnRetrigger, Owner, RetriggerDecision, Rule, RuleSet, RunState,
-    Subject, TriggerDecision, Wait, Wake, advance, cancel_run, evaluate_trigger, fail_run,
-    on_retrigger,
+    Calendar, EvalContext, KeySpec, OnRetrigger, Owner, Properties, RetriggerDecision, Rule,
+    RuleSet, RunState, Subject, TriggerDecision, Wait, Wake, advance, cancel_run, evaluate_trigger,
+    fail_run, on_retrigger,
 };
 use followthrough_store::{
     CachedOwner, Deferral, ObjectsView, PendingEvent, RunRecord, StoreError, TimerRecord,
@@ -148,12 +148,9 @@ impl<'a> Batch<'a> {
             lookups: HashMap::new(),
         };
         for state in loaded.view.objects {
-            let props = state
-                .properties
-                .into_iter()
-                .map(|(name, p)| (name, (p.value, p.occurred_at)))
-                .collect();
-            batch.objects.insert(state.object, Props(props));
+            batch
+                .objects
+                .insert(state.object.clone(), Props::from_store(state));
         }
         for (from, to) in loaded.view.links {
             batch.links.entry(from).or_default().insert(to);
@@ -307,7 +304,7 @@ impl<'a> Batch<'a> {
         self.unit
             .journal
             .push(record::timer_fired(now, &state, timer));
-        let ctx = self.context(&state.object, None, BTreeMap::new(), now);
+        let ctx = self.context(&state.object, None, Properties::default(), now);
         let result = match settled {
             None => {
                 let due_at = timer.due_at;
@@ -383,8 +380,8 @@ impl<'a> Batch<'a> {
             .iter()
             .flat_map(|(s, _)| self.by_object.get(s).into_iter().flatten())
             .filter_map(|id| self.runs.get(id))
+            .filter(|run| run.state.waits_for_events())
             .map(|run| run.state.clone())
-            .filter(RunState::waits_for_events)
             .collect();
         for state in waiting {
             let Some(rule) = self.rule_for(&state) else {
@@ -410,7 +407,7 @@ impl<'a> Batch<'a> {
             rules.matching(event).map(|c| (c.rule, c.subject)).collect();
         let mut contexts: HashMap<ObjectRef, EvalContext> = HashMap::new();
         for (rule, subject) in candidates {
-            let targets: Vec<&(ObjectRef, BTreeMap<String, Json>)> = match subject {
+            let targets: Vec<&(ObjectRef, Properties)> = match subject {
                 Subject::EventObject => subjects.iter().take(1).collect(),
                 Subject::Associated => subjects
                     .iter()
@@ -449,16 +446,15 @@ impl<'a> Batch<'a> {
             return Ok(());
         };
         self.load_key(rule, &key, target)?;
-        let active: Vec<RunState> = self
+        let active: Vec<&RunState> = self
             .by_key
             .get(&(rule.id.clone(), key.clone()))
             .into_iter()
             .flatten()
             .filter_map(|id| self.runs.get(id))
-            .map(|run| run.state.clone())
+            .map(|run| &run.state)
             .collect();
-        let active_refs: Vec<&RunState> = active.iter().collect();
-        match on_retrigger(rule, &active_refs) {
+        match on_retrigger(rule, &active) {
             RetriggerDecision::Ignore { active } => {
                 self.unit.journal.push(record::retrigger_ignored(
                     self.settings.now,

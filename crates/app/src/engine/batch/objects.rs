@@ -1,10 +1,11 @@
 //! The batch's objects in memory: applying an event's change to them, taking in what
 //! was fetched from the CRM, and building what a rule sees.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use followthrough_core::{Event, EventKind, ObjectRef, Timestamp};
-use followthrough_rules::{EvalContext, ObjectState, Owner};
+use followthrough_rules::{EvalContext, ObjectState, Owner, Properties};
 use followthrough_store::{AssociationWrite, ObjectMark, PropertyWrite};
 use serde_json::Value as Json;
 
@@ -12,15 +13,45 @@ use super::Batch;
 
 /// An object's properties in memory, each with the time of the value, so an older
 /// event leaves a newer value current here exactly as the store does.
+///
+/// The values are one shared map: an event's `previous`, its context's `object` and
+/// every context that links to the object take the map itself, not a copy, and a
+/// change copies it only while such a context still holds the old one (once per
+/// property change at most, where building contexts used to copy it three or four
+/// times per event).
 #[derive(Debug, Clone, Default)]
-pub(super) struct Props(pub(super) BTreeMap<String, (Json, Timestamp)>);
+pub(super) struct Props {
+    values: Properties,
+    times: HashMap<String, Timestamp>,
+}
 
 impl Props {
-    pub(super) fn values(&self) -> BTreeMap<String, Json> {
-        self.0
-            .iter()
-            .map(|(k, (v, _))| (k.clone(), v.clone()))
-            .collect()
+    pub(super) fn from_store(state: followthrough_store::ObjectState) -> Self {
+        let mut values = BTreeMap::new();
+        let mut times = HashMap::with_capacity(state.properties.len());
+        for (name, property) in state.properties {
+            times.insert(name.clone(), property.occurred_at);
+            values.insert(name, property.value);
+        }
+        Self {
+            values: Arc::new(values),
+            times,
+        }
+    }
+
+    /// The current values, shared.
+    pub(super) fn values(&self) -> Properties {
+        Arc::clone(&self.values)
+    }
+
+    /// Sets `name` to `value` unless the value held is newer than `at` (ties go to the
+    /// later arrival, as in the store).
+    fn set(&mut self, name: &str, value: &Json, at: Timestamp) {
+        let newer = self.times.get(name).is_none_or(|t| at >= *t);
+        if newer {
+            self.times.insert(name.to_owned(), at);
+            Arc::make_mut(&mut self.values).insert(name.to_owned(), value.clone());
+        }
     }
 }
 
@@ -51,16 +82,11 @@ impl Batch<'_> {
             }
         }
         for write in &fetched.property_writes {
-            let props = self.objects.entry(write.object.clone()).or_default();
-            let newer = props
-                .0
-                .get(&write.name)
-                .is_none_or(|(_, t)| write.occurred_at >= *t);
-            if newer {
-                props
-                    .0
-                    .insert(write.name.clone(), (write.value.clone(), write.occurred_at));
-            }
+            self.objects.entry(write.object.clone()).or_default().set(
+                &write.name,
+                &write.value,
+                write.occurred_at,
+            );
         }
         self.unit.owners.extend(fetched.owners);
         self.unit.association_syncs.extend(fetched.syncs);
@@ -79,10 +105,7 @@ impl Batch<'_> {
         let props = self.objects.entry(object.clone()).or_default();
         match &event.kind {
             EventKind::PropertyChange { property, value } => {
-                let newer = props.0.get(property).is_none_or(|(_, t)| at >= *t);
-                if newer {
-                    props.0.insert(property.clone(), (value.clone(), at));
-                }
+                props.set(property, value, at);
                 self.unit.property_writes.push(PropertyWrite {
                     object,
                     name: property.clone(),
@@ -125,7 +148,7 @@ impl Batch<'_> {
         &self,
         object: &ObjectRef,
         event: Option<Event>,
-        previous: BTreeMap<String, Json>,
+        previous: Properties,
         now: Timestamp,
     ) -> EvalContext {
         let properties = self
