@@ -1,6 +1,6 @@
 //! `followthrough-bench`: drives a real `followthrough serve` child process with signed
 //! HubSpot webhooks and reports throughput, latency percentiles, server CPU time and peak
-//! RSS; the `timers` and `outbox` scenarios drive the engine and the outbox workers in
+//! RSS; the `engine`, `timers` and `outbox` scenarios drive the engine and the outbox workers in
 //! process instead. Each scenario has a quick mode that finishes well under two minutes.
 //!
 //! `ingest`, `end-to-end`, `soak` and `startup` run on SQLite by default, or on a fresh
@@ -8,6 +8,7 @@
 
 mod db;
 mod end_to_end;
+mod engine_backlog;
 mod fleet;
 mod ingest;
 mod load;
@@ -109,6 +110,23 @@ enum Scenario {
         #[arg(long, default_value_t = 2_000)]
         batch_size: usize,
     },
+    /// The end-to-end mix's events stored first, then applied by the engine alone with
+    /// the example rules, in process on a temporary SQLite file: the engine's rate and
+    /// CPU per event without ingest or the HTTP load beside it. Quick mode: --events 50000.
+    Engine {
+        /// Events of the mix to store and apply.
+        #[arg(long, default_value_t = 300_000)]
+        events: u64,
+        /// Objects active at once (as in end-to-end).
+        #[arg(long, default_value_t = 10_000)]
+        objects: u64,
+        /// Owners the objects are spread over.
+        #[arg(long, default_value_t = 50)]
+        owners: u64,
+        /// The engine's batch size (engine.batch_size).
+        #[arg(long, default_value_t = 2_000)]
+        batch_size: usize,
+    },
     /// The peer comparison's workload (webhook -> condition -> HTTP request to a local
     /// sink on 127.0.0.1:9999), against followthrough (started here) or a running n8n
     /// (`--n8n-url`, `--n8n-pid`); `bench/peers/n8n/compare.sh` runs both. Quick mode:
@@ -201,6 +219,7 @@ macro_rules! report {
 report!(
     ingest::Report,
     end_to_end::Report,
+    engine_backlog::Report,
     timers::Report,
     outbox::Report,
     peer::Report,
@@ -227,7 +246,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // The in-process scenarios (`timers`) log the engine's batches with
+    // The in-process scenarios (`engine`, `timers`) log the engine's batches with
     // RUST_LOG=followthrough::engine=debug.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -346,6 +365,20 @@ async fn main() -> anyhow::Result<()> {
             timers::run(timers::Options {
                 count,
                 chunk,
+                batch_size,
+            })
+            .await?,
+        ),
+        Scenario::Engine {
+            events,
+            objects,
+            owners,
+            batch_size,
+        } => Box::new(
+            engine_backlog::run(engine_backlog::Options {
+                events,
+                objects,
+                owners,
                 batch_size,
             })
             .await?,
