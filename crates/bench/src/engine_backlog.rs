@@ -13,19 +13,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use followthrough::engine::{Engine, EngineParts, Hydrator};
 use followthrough::ingest::hubspot::payload::parse_batch;
-use followthrough::journal::{Redactor, webhook_accepted};
-use followthrough::rules_handle::RulesHandle;
+use followthrough::journal::webhook_accepted;
 use followthrough_core::{Clock as _, ManualClock, SystemClock, Timestamp};
-use followthrough_rules::{Calendar, RuleSet};
+use followthrough_rules::RuleSet;
 use followthrough_store::{CachedOwner, InboxBatch, Store, UnitOfWork};
 use followthrough_store_sqlite::SqliteStore;
 use serde_json::json;
 
+use crate::in_process::{self, Spent};
 use crate::load::ms;
 use crate::mix::{FIRST_OWNER_ID, plan, workflow_batch};
-use crate::proc::{self, ThreadCpu, status_kib as vm_kib};
+use crate::proc::status_kib as vm_kib;
 use crate::server::EXAMPLE_RULES;
 
 /// Events per stored webhook, as HubSpot sends them.
@@ -41,10 +40,8 @@ pub struct Options {
 pub struct Report {
     options: Options,
     store_time: Duration,
-    apply: Duration,
     applied: u64,
-    cpu: Duration,
-    threads: Vec<ThreadCpu>,
+    spent: Spent,
     peak_rss_kib: u64,
     outbox_rows: i64,
     expected_outbox_rows: i64,
@@ -96,33 +93,14 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     }
     // Past every event's time (they occurred at the wall clock's now while being built).
     let clock = ManualClock::new(Timestamp(SystemClock.now().as_millis() + 1_000));
-    let mut engine = Engine::new(EngineParts {
-        store: Arc::clone(&store),
-        clock: Arc::new(clock),
-        rules: Arc::new(RulesHandle::from_set(RuleSet::new(rules))),
-        calendar: Calendar::default(),
-        redactor: Redactor::default(),
-        hydrator: Hydrator {
-            crm: None,
-            max_age_ms: 3_600_000,
-            timeout: Duration::from_secs(10),
-        },
-        batch_size: options.batch_size,
-        catch_up_limit_ms: 30 * 86_400_000,
-        fetch_retry_ms: 30_000,
-        own_source_ids: Arc::default(),
-        outbox_wake: Arc::default(),
-        holder: "bench".into(),
-        lease_ms: 10_000,
-        store_wide: Arc::default(),
-    });
-    let threads_before = proc::thread_cpu();
-    let cpu_before = proc::process_cpu();
-    let applying = Instant::now();
-    let total = engine.run_until_idle().await?;
-    let apply = applying.elapsed();
-    let cpu = proc::process_cpu().saturating_sub(cpu_before);
-    let threads = proc::thread_cpu_delta(&threads_before, &proc::thread_cpu());
+    let mut engine = in_process::engine(
+        Arc::clone(&store),
+        clock,
+        RuleSet::new(rules),
+        options.batch_size,
+    );
+    let (total, spent) = Spent::measure(engine.run_until_idle()).await;
+    let total = total?;
     let peak_rss_kib = vm_kib("VmHWM:");
     drop(engine);
     drop(store);
@@ -150,9 +128,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         applied: total.events as u64,
         options,
         store_time,
-        apply,
-        cpu,
-        threads,
+        spent,
         peak_rss_kib,
         outbox_rows,
         expected_outbox_rows,
@@ -161,11 +137,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
 
 impl Report {
     fn applied_per_second(&self) -> f64 {
-        self.applied as f64 / self.apply.as_secs_f64()
-    }
-
-    fn cpu_per_event_us(&self, cpu: Duration) -> f64 {
-        cpu.as_secs_f64() * 1e6 / self.applied.max(1) as f64
+        self.applied as f64 / self.spent.wall.as_secs_f64()
     }
 
     pub fn table(&self) -> String {
@@ -184,7 +156,7 @@ impl Report {
                 format!(
                     "{} in {:.1} s, {:.0} events/s (batches of up to {})",
                     self.applied,
-                    self.apply.as_secs_f64(),
+                    self.spent.wall.as_secs_f64(),
                     self.applied_per_second(),
                     o.batch_size
                 ),
@@ -193,30 +165,11 @@ impl Report {
                 "per event".to_owned(),
                 format!(
                     "{:.1} us",
-                    ms(self.apply) * 1000.0 / self.applied.max(1) as f64
-                ),
-            ),
-            (
-                "CPU per event".to_owned(),
-                format!(
-                    "{:.1} us ({:.1} s CPU = {:.2} cores)",
-                    self.cpu_per_event_us(self.cpu),
-                    self.cpu.as_secs_f64(),
-                    self.cpu.as_secs_f64() / self.apply.as_secs_f64().max(1e-9)
+                    ms(self.spent.wall) * 1000.0 / self.applied.max(1) as f64
                 ),
             ),
         ];
-        for thread in &self.threads {
-            rows.push((
-                format!("  CPU in {}", thread.name),
-                format!(
-                    "{:.1} us per event ({:.0}%, {} thread(s))",
-                    self.cpu_per_event_us(thread.cpu),
-                    100.0 * thread.cpu.as_secs_f64() / self.cpu.as_secs_f64().max(1e-9),
-                    thread.threads
-                ),
-            ));
-        }
+        rows.extend(self.spent.rows("CPU per event", self.applied, "event"));
         rows.push((
             "peak RSS".to_owned(),
             format!("{:.1} MiB", self.peak_rss_kib as f64 / 1024.0),
@@ -243,12 +196,12 @@ impl Report {
             "owners": self.options.owners,
             "batch_size": self.options.batch_size,
             "store_s": self.store_time.as_secs_f64(),
-            "apply_s": self.apply.as_secs_f64(),
+            "apply_s": self.spent.wall.as_secs_f64(),
             "applied": self.applied,
             "applied_per_s": self.applied_per_second(),
-            "cpu_s": self.cpu.as_secs_f64(),
-            "cpu_per_event_us": self.cpu_per_event_us(self.cpu),
-            "threads": self.threads.iter().map(|t| json!({"name": t.name, "threads": t.threads, "cpu_s": t.cpu.as_secs_f64()})).collect::<Vec<_>>(),
+            "cpu_s": self.spent.cpu.as_secs_f64(),
+            "cpu_per_event_us": self.spent.cpu_per_us(self.applied),
+            "threads": self.spent.threads_json(),
             "peak_rss_kib": self.peak_rss_kib,
             "outbox_rows": self.outbox_rows,
             "expected_outbox_rows": self.expected_outbox_rows,

@@ -10,6 +10,7 @@ mod db;
 mod end_to_end;
 mod engine_backlog;
 mod fleet;
+mod in_process;
 mod ingest;
 mod load;
 mod mix;

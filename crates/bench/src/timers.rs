@@ -12,19 +12,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use followthrough::engine::{Engine, EngineParts, Hydrator};
-use followthrough::journal::Redactor;
-use followthrough::rules_handle::RulesHandle;
 use followthrough_core::{Clock as _, ManualClock, ObjectRef, RunId, SystemClock, Timestamp};
 use followthrough_rules::{
-    Calendar, Decision, EvalContext, ObjectState, RuleSet, RunState, RunStatus, Wake, advance,
+    Decision, EvalContext, ObjectState, RuleSet, RunState, RunStatus, Wake, advance,
 };
 use followthrough_store::{RunRecord, Store, TimerRecord, UnitOfWork};
 use followthrough_store_sqlite::SqliteStore;
 use serde_json::json;
 
+use crate::in_process::{self, Spent};
 use crate::load::ms;
-use crate::proc::{self, ThreadCpu, status_kib as vm_kib};
+use crate::proc::status_kib as vm_kib;
 
 const RULE: &str = r#"id: bench-timer
 description: Waits an hour, then marks the contact.
@@ -43,15 +41,11 @@ pub struct Options {
 pub struct Report {
     options: Options,
     schedule: Duration,
-    fire: Duration,
+    /// Firing's time and CPU, the whole process's and by thread.
+    fire: Spent,
     fired: u64,
     passes: u64,
     rss: [(&'static str, u64, u64); 3],
-    /// CPU the whole process used while firing, and by thread name: steadier than the
-    /// wall-clock rate on a shared machine, and it says which side (the SQLite writer or
-    /// reading and evaluating) costs what.
-    fire_cpu: Duration,
-    fire_threads: Vec<ThreadCpu>,
     db_bytes: u64,
     checks: Checks,
 }
@@ -95,37 +89,12 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         start.as_millis() + options.count as i64 + 2 * 3_600_000,
     ));
     let rules = RuleSet::new(vec![Arc::unwrap_or_clone(rule)]);
-    let mut engine = Engine::new(EngineParts {
-        store: Arc::clone(&store),
-        clock: Arc::new(clock),
-        rules: Arc::new(RulesHandle::from_set(rules)),
-        calendar: Calendar::default(),
-        redactor: Redactor::default(),
-        hydrator: Hydrator {
-            crm: None,
-            max_age_ms: 3_600_000,
-            timeout: Duration::from_secs(10),
-        },
-        batch_size: options.batch_size,
-        catch_up_limit_ms: 30 * 86_400_000,
-        fetch_retry_ms: 30_000,
-        own_source_ids: Arc::default(),
-        outbox_wake: Arc::default(),
-        holder: "bench".into(),
-        lease_ms: 10_000,
-        store_wide: Arc::default(),
-    });
-    let threads_before = proc::thread_cpu();
-    let cpu_before = proc::process_cpu();
-    let firing = Instant::now();
+    let mut engine = in_process::engine(Arc::clone(&store), clock, rules, options.batch_size);
     // The engine's own loop: each batch is read and evaluated while the one before it
     // commits.
-    let total = engine.run_until_idle().await?;
-    let fired = total.timers as u64;
+    let (total, fire) = Spent::measure(engine.run_until_idle()).await;
+    let fired = total?.timers as u64;
     let passes = fired.div_ceil(options.batch_size.max(1) as u64);
-    let fire = firing.elapsed();
-    let fire_cpu = proc::process_cpu().saturating_sub(cpu_before);
-    let fire_threads = proc::thread_cpu_delta(&threads_before, &proc::thread_cpu());
     let rss_fired = (vm_kib("VmRSS:"), vm_kib("VmHWM:"));
     drop(engine);
     drop(store);
@@ -158,8 +127,6 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         ],
         schedule,
         fire,
-        fire_cpu,
-        fire_threads,
         fired,
         passes,
         db_bytes,
@@ -227,7 +194,7 @@ impl Report {
     }
 
     fn fired_per_second(&self) -> f64 {
-        self.fired as f64 / self.fire.as_secs_f64()
+        self.fired as f64 / self.fire.wall.as_secs_f64()
     }
 
     pub fn table(&self) -> String {
@@ -248,7 +215,7 @@ impl Report {
                 format!(
                     "{} in {:.1} s, {:.0} timers/s ({} passes of up to {})",
                     self.fired,
-                    self.fire.as_secs_f64(),
+                    self.fire.wall.as_secs_f64(),
                     self.fired_per_second(),
                     self.passes,
                     self.options.batch_size
@@ -258,30 +225,11 @@ impl Report {
                 "per fired timer".to_owned(),
                 format!(
                     "{:.1} us",
-                    ms(self.fire) * 1000.0 / self.fired.max(1) as f64
-                ),
-            ),
-            (
-                "CPU per fired timer".to_owned(),
-                format!(
-                    "{:.1} us ({:.1} s CPU = {:.2} cores)",
-                    self.fire_cpu.as_secs_f64() * 1e6 / self.fired.max(1) as f64,
-                    self.fire_cpu.as_secs_f64(),
-                    self.fire_cpu.as_secs_f64() / self.fire.as_secs_f64().max(1e-9)
+                    ms(self.fire.wall) * 1000.0 / self.fired.max(1) as f64
                 ),
             ),
         ];
-        for thread in &self.fire_threads {
-            rows.push((
-                format!("  CPU in {}", thread.name),
-                format!(
-                    "{:.1} us per timer ({:.0}%, {} thread(s))",
-                    thread.cpu.as_secs_f64() * 1e6 / self.fired.max(1) as f64,
-                    100.0 * thread.cpu.as_secs_f64() / self.fire_cpu.as_secs_f64().max(1e-9),
-                    thread.threads
-                ),
-            ));
-        }
+        rows.extend(self.fire.rows("CPU per fired timer", self.fired, "timer"));
         for (when, rss, hwm) in self.rss {
             rows.push((
                 format!("RSS {when}"),
@@ -314,12 +262,12 @@ impl Report {
             "batch_size": self.options.batch_size,
             "schedule_s": self.schedule.as_secs_f64(),
             "scheduled_per_s": self.scheduled_per_second(),
-            "fire_s": self.fire.as_secs_f64(),
+            "fire_s": self.fire.wall.as_secs_f64(),
             "fired": self.fired,
             "fired_per_s": self.fired_per_second(),
             "passes": self.passes,
-            "fire_cpu_s": self.fire_cpu.as_secs_f64(),
-            "fire_threads": self.fire_threads.iter().map(|t| json!({"name": t.name, "threads": t.threads, "cpu_s": t.cpu.as_secs_f64()})).collect::<Vec<_>>(),
+            "fire_cpu_s": self.fire.cpu.as_secs_f64(),
+            "fire_threads": self.fire.threads_json(),
             "rss_kib": self.rss.iter().map(|(when, rss, hwm)| json!({"when": when, "rss": rss, "peak": hwm})).collect::<Vec<_>>(),
             "db_bytes": self.db_bytes,
             "timers_left": self.checks.timers_left,

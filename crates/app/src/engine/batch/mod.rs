@@ -148,9 +148,8 @@ impl<'a> Batch<'a> {
             lookups: HashMap::new(),
         };
         for state in loaded.view.objects {
-            batch
-                .objects
-                .insert(state.object.clone(), Props::from_store(state));
+            let props = Props::from_store(state.properties);
+            batch.objects.insert(state.object, props);
         }
         for (from, to) in loaded.view.links {
             batch.links.entry(from).or_default().insert(to);

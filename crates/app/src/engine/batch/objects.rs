@@ -26,10 +26,13 @@ pub(super) struct Props {
 }
 
 impl Props {
-    pub(super) fn from_store(state: followthrough_store::ObjectState) -> Self {
+    /// An object's properties as the store loaded them.
+    pub(super) fn from_store(
+        properties: BTreeMap<String, followthrough_store::PropertyState>,
+    ) -> Self {
         let mut values = BTreeMap::new();
-        let mut times = HashMap::with_capacity(state.properties.len());
-        for (name, property) in state.properties {
+        let mut times = HashMap::with_capacity(properties.len());
+        for (name, property) in properties {
             times.insert(name.clone(), property.occurred_at);
             values.insert(name, property.value);
         }
