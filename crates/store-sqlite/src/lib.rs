@@ -9,6 +9,7 @@ mod admin;
 mod checkpointer;
 mod context;
 mod event_row;
+mod many;
 mod migrations;
 mod outbox;
 mod queries;

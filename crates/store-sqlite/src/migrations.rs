@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "trace_indexes_in_bulk",
         include_str!("../migrations/0008_trace_indexes_in_bulk.sql"),
     ),
+    (
+        9,
+        "active_runs_by_object",
+        include_str!("../migrations/0009_active_runs_by_object.sql"),
+    ),
 ];
 
 /// The schema version this build expects.

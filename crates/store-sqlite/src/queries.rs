@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, HashSet};
 use followthrough_core::{Event, EventId, ObjectRef, Timestamp};
 use followthrough_store::{
     AppendOutcome, JournalEntry, JournalKind, ObjectMark, ObjectState, PendingEvent,
-    PropertyHistoryEntry, PropertyState, ReceivedEvent, StoreError, UnitOfWork,
+    PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, StoreError, UnitOfWork,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
 use crate::trace_index::{self, Source};
-use crate::{event_row, sql_error};
+use crate::{event_row, many, sql_error};
 
 /// An inbox row with its JSON already serialized, so the writer thread only binds and
 /// inserts (the writer is the one thread every write waits for).
@@ -121,21 +121,55 @@ pub(crate) fn insert_journal_with(
     detail: &str,
 ) -> Result<(), StoreError> {
     let object = entry.object.as_ref().map(ToString::to_string);
-    insert_journal_row(connection, entry, object.as_deref(), detail)
+    let mut statement = connection
+        .prepare_cached(INSERT_JOURNAL_ROW)
+        .map_err(sql_error)?;
+    insert_journal_row(&mut statement, entry, object.as_deref(), detail)
 }
 
-/// Inserts a journal entry whose object name and detail are already text.
+/// A unit's journal rows, many to a statement ([`crate::many`]).
+fn insert_journal_rows(connection: &Connection, prepared: &PreparedUnit) -> Result<(), StoreError> {
+    let rows: Vec<_> = prepared
+        .unit
+        .journal
+        .iter()
+        .zip(&prepared.details)
+        .zip(&prepared.journal_objects)
+        .collect();
+    let shape = many::Shape {
+        head: "INSERT INTO journal (at, object, kind, summary, detail_json) VALUES ",
+        row: "(?, ?, ?, ?, ?)",
+        tail: "",
+    };
+    many::execute(
+        connection,
+        &shape,
+        &rows,
+        |params, ((entry, detail), object)| {
+            params
+                .push(entry.at.as_millis())?
+                .push(object.as_deref())?
+                .push(entry.kind.as_str())?
+                .push(&entry.summary)?
+                .push(detail.as_str())?;
+            Ok(())
+        },
+    )
+    .map_err(sql_error)
+}
+
+const INSERT_JOURNAL_ROW: &str =
+    "INSERT INTO journal (at, object, kind, summary, detail_json) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// Inserts a journal entry whose object name and detail are already text, with the
+/// statement [`INSERT_JOURNAL_ROW`].
 fn insert_journal_row(
-    connection: &Connection,
+    statement: &mut rusqlite::Statement<'_>,
     entry: &JournalEntry,
     object: Option<&str>,
     detail: &str,
 ) -> Result<(), StoreError> {
-    connection
-        .prepare_cached(
-            "INSERT INTO journal (at, object, kind, summary, detail_json) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(sql_error)?
+    statement
         .execute(params![
             entry.at.as_millis(),
             object,
@@ -277,14 +311,32 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
     for mark in &unit.marks {
         apply_mark(connection, mark)?;
     }
-    let mut history = connection
-        .prepare_cached(
-            "INSERT INTO property_history (object, name, value_json, occurred_at, event_id)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(sql_error)?;
+    let writes: Vec<_> = unit
+        .property_writes
+        .iter()
+        .zip(&prepared.values)
+        .zip(&prepared.write_objects)
+        .collect();
+    let bind_write =
+        |params: &mut many::Params<'_, '_>,
+         ((write, value), object): &((&PropertyWrite, &String), &String)| {
+            params
+                .push(object.as_str())?
+                .push(&write.name)?
+                .push(value.as_str())?
+                .push(write.occurred_at.as_millis())?
+                .push(write.event_id.as_str())?;
+            Ok(())
+        };
+    let history = many::Shape {
+        head: "INSERT INTO property_history (object, name, value_json, occurred_at, event_id) VALUES ",
+        row: "(?, ?, ?, ?, ?)",
+        tail: "",
+    };
+    many::execute(connection, &history, &writes, bind_write).map_err(sql_error)?;
     // Newest value wins: an older write goes into the history but leaves the current
-    // value alone. Ties go to the later arrival.
+    // value alone. Ties go to the later arrival. (One row per statement: an upsert of
+    // many rows measured dearer than one statement per row.)
     let mut current = connection
         .prepare_cached(
             "INSERT INTO object_properties (object, name, value_json, occurred_at, event_id)
@@ -296,30 +348,18 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
              WHERE excluded.occurred_at >= object_properties.occurred_at",
         )
         .map_err(sql_error)?;
-    for ((write, value), object) in unit
-        .property_writes
-        .iter()
-        .zip(&prepared.values)
-        .zip(&prepared.write_objects)
-    {
-        let values = params![
-            object,
-            write.name,
-            value,
-            write.occurred_at.as_millis(),
-            write.event_id.as_str()
-        ];
-        history.execute(values).map_err(sql_error)?;
-        current.execute(values).map_err(sql_error)?;
+    for ((write, value), object) in &writes {
+        current
+            .execute(params![
+                object,
+                write.name,
+                value,
+                write.occurred_at.as_millis(),
+                write.event_id.as_str()
+            ])
+            .map_err(sql_error)?;
     }
-    for ((entry, detail), object) in unit
-        .journal
-        .iter()
-        .zip(&prepared.details)
-        .zip(&prepared.journal_objects)
-    {
-        insert_journal_row(connection, entry, object.as_deref(), detail)?;
-    }
+    insert_journal_rows(connection, prepared)?;
     crate::runs::apply(connection, prepared)?;
     crate::context::apply(connection, unit)?;
     crate::context::clear_deferrals(connection, &unit.applied)?;
@@ -333,17 +373,19 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
              WHERE seq = ?1 AND occurred_at = (SELECT occurred_at FROM inbox WHERE seq = ?1)",
         )
         .map_err(sql_error)?;
-    let mut mark_applied = connection
-        .prepare_cached(
-            "INSERT INTO inbox_applied (seq, applied_at) VALUES (?1, ?2) ON CONFLICT (seq) DO NOTHING",
-        )
-        .map_err(sql_error)?;
     for seq in &unit.applied {
         unpend.execute([seq]).map_err(sql_error)?;
-        mark_applied
-            .execute(params![seq, applied_at])
-            .map_err(sql_error)?;
     }
+    let mark_applied = many::Shape {
+        head: "INSERT INTO inbox_applied (seq, applied_at) VALUES ",
+        row: "(?, ?)",
+        tail: " ON CONFLICT (seq) DO NOTHING",
+    };
+    many::execute(connection, &mark_applied, &unit.applied, |params, seq| {
+        params.push(seq)?.push(applied_at)?;
+        Ok(())
+    })
+    .map_err(sql_error)?;
     Ok(())
 }
 

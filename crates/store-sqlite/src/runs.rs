@@ -8,7 +8,7 @@ use followthrough_store::{DueTimer, RunRecord, StoreError, TimerRecord};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::queries::PreparedUnit;
-use crate::sql_error;
+use crate::{many, sql_error};
 
 const UPSERT_RUN: &str =
     "INSERT INTO runs (run_id, rule_id, rule_version, run_key, object, status, parallel,
@@ -58,35 +58,37 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
             .map_err(sql_error)?;
     }
     insert_timers(connection, &unit.timers_scheduled)?;
-    let mut queue = connection
-        .prepare_cached(
-            "INSERT INTO outbox (idempotency_key, run_id, rule_id, action, connector, object,
-                                 params_json, created_at, next_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .map_err(sql_error)?;
-    for ((job, params), object) in unit
+    let jobs: Vec<_> = unit
         .outbox
         .iter()
         .zip(&prepared.params)
         .zip(&prepared.job_objects)
-    {
-        queue
-            .execute(params![
-                job.idempotency_key,
-                job.run_id.as_str(),
-                job.rule_id,
-                job.action,
-                job.connector,
-                object,
-                params,
-                job.created_at.as_millis(),
-                job.next_at.as_millis(),
-            ])
-            .map_err(sql_error)?;
-    }
-    Ok(())
+        .collect();
+    let queue = many::Shape {
+        head: "INSERT INTO outbox (idempotency_key, run_id, rule_id, action, connector, object,
+                                   params_json, created_at, next_at) VALUES ",
+        row: "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        tail: " ON CONFLICT (idempotency_key) DO NOTHING",
+    };
+    many::execute(
+        connection,
+        &queue,
+        &jobs,
+        |params, ((job, json), object)| {
+            params
+                .push(&job.idempotency_key)?
+                .push(job.run_id.as_str())?
+                .push(&job.rule_id)?
+                .push(&job.action)?
+                .push(&job.connector)?
+                .push(object.as_str())?
+                .push(json.as_str())?
+                .push(job.created_at.as_millis())?
+                .push(job.next_at.as_millis())?;
+            Ok(())
+        },
+    )
+    .map_err(sql_error)
 }
 
 pub(crate) fn active_runs(
@@ -282,5 +284,14 @@ mod tests {
             "SELECT {RUN_COLUMNS} FROM runs WHERE rule_id = ?1 AND {ACTIVE} AND ?2 IS NOT NULL"
         ));
         assert!(by_rule.contains("USING INDEX runs_active "), "{by_rule}");
+        // Loading a batch's objects: one search per object in the active runs alone.
+        let by_object = plan(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE object IN (SELECT value FROM json_each(?1)) AND {ACTIVE} AND ?2 IS NOT NULL"
+        ));
+        assert!(
+            by_object.contains("USING INDEX runs_active_by_object "),
+            "{by_object}"
+        );
     }
 }
