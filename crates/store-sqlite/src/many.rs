@@ -53,7 +53,33 @@ pub(crate) fn execute<T>(
     connection: &Connection,
     shape: &Shape,
     rows: &[T],
+    bind: impl FnMut(&mut Params<'_, '_>, &T) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    run(connection, shape, rows, bind, |statement| {
+        statement.raw_execute().map(drop)
+    })
+}
+
+/// [`execute`], adding to `changed` the rows each statement inserted or changed.
+pub(crate) fn execute_counted<T>(
+    connection: &Connection,
+    shape: &Shape,
+    rows: &[T],
+    bind: impl FnMut(&mut Params<'_, '_>, &T) -> rusqlite::Result<()>,
+    changed: &mut usize,
+) -> rusqlite::Result<()> {
+    run(connection, shape, rows, bind, |statement| {
+        *changed += statement.raw_execute()?;
+        Ok(())
+    })
+}
+
+fn run<T>(
+    connection: &Connection,
+    shape: &Shape,
+    rows: &[T],
     mut bind: impl FnMut(&mut Params<'_, '_>, &T) -> rusqlite::Result<()>,
+    mut step: impl FnMut(&mut Statement<'_>) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
     let mut chunks = rows.chunks_exact(ROWS_PER_STATEMENT);
     if chunks.len() > 0 {
@@ -66,7 +92,7 @@ pub(crate) fn execute<T>(
             for row in chunk {
                 bind(&mut params, row)?;
             }
-            many.raw_execute()?;
+            step(&mut many)?;
         }
     }
     let rest = chunks.remainder();
@@ -80,7 +106,7 @@ pub(crate) fn execute<T>(
                 },
                 row,
             )?;
-            one.raw_execute()?;
+            step(&mut one)?;
         }
     }
     Ok(())

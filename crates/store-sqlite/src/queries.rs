@@ -57,41 +57,52 @@ pub(crate) fn append_inbox(
         .get("request_id")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let mut insert = connection
-        .prepare_cached(
-            "INSERT INTO inbox (id, source, dedup_key, object, kind, occurred_at, received_at,
-                                request_id, event_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (source, dedup_key) DO NOTHING",
-        )
+    // The inbox's seq is AUTOINCREMENT: the new rows are those past the newest before.
+    let newest_before: i64 = connection
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM inbox")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
         .map_err(sql_error)?;
-    let mut pending = connection
-        .prepare_cached("INSERT INTO inbox_pending (occurred_at, seq) VALUES (?1, ?2)")
-        .map_err(sql_error)?;
-    let mut outcome = AppendOutcome::default();
-    for row in rows {
-        let inserted = insert
-            .execute(params![
-                row.id,
-                row.source,
-                row.dedup_key,
-                row.object,
-                row.kind,
-                row.occurred_at,
-                row.received_at,
-                request_id,
-                row.json,
-            ])
+    // A duplicate (same source and dedup key, here or earlier) is left out.
+    let insert = many::Shape {
+        head: "INSERT INTO inbox (id, source, dedup_key, object, kind, occurred_at, received_at,
+                                  request_id, event_json) VALUES ",
+        row: "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        tail: " ON CONFLICT (source, dedup_key) DO NOTHING",
+    };
+    let mut inserted = 0;
+    many::execute_counted(
+        connection,
+        &insert,
+        rows,
+        |params, row| {
+            params
+                .push(&row.id)?
+                .push(&row.source)?
+                .push(&row.dedup_key)?
+                .push(&row.object)?
+                .push(row.kind)?
+                .push(row.occurred_at)?
+                .push(row.received_at)?
+                .push(request_id.as_deref())?
+                .push(&row.json)?;
+            Ok(())
+        },
+        &mut inserted,
+    )
+    .map_err(sql_error)?;
+    if inserted > 0 {
+        connection
+            .prepare_cached(
+                "INSERT INTO inbox_pending (occurred_at, seq)
+                 SELECT occurred_at, seq FROM inbox WHERE seq > ?1",
+            )
+            .and_then(|mut statement| statement.execute([newest_before]))
             .map_err(sql_error)?;
-        if inserted == 1 {
-            pending
-                .execute(params![row.occurred_at, connection.last_insert_rowid()])
-                .map_err(sql_error)?;
-            outcome.inserted += 1;
-        } else {
-            outcome.duplicates += 1;
-        }
     }
+    let outcome = AppendOutcome {
+        inserted,
+        duplicates: rows.len() - inserted,
+    };
     journal.summary = format!(
         "{}: {} new, {} duplicate{}",
         journal.summary,
