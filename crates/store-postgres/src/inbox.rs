@@ -1,9 +1,7 @@
 //! The inbox: appending a webhook's events once each, and reading what is pending.
 
-use std::collections::HashSet;
-
 use followthrough_core::{Event, ObjectRef, Timestamp};
-use followthrough_store::{AppendOutcome, JournalEntry, PendingEvent, ReceivedEvent};
+use followthrough_store::{AppendOutcome, HeldBack, JournalEntry, PendingEvent, ReceivedEvent};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -124,13 +122,13 @@ pub(crate) async fn append(
 
 /// Pending events in the engine's order; only those of `partitions` when given (an
 /// instance's share of the work, see `work.rs`); up to `count` besides those in `skip`,
-/// which are not parsed.
+/// and of the objects `held` holds, which are not parsed.
 pub(crate) async fn pending_events(
     pool: &PgPool,
     now: Timestamp,
     count: usize,
     partitions: Option<Vec<i16>>,
-    skip: &HashSet<i64>,
+    held: &HeldBack,
 ) -> Result<Vec<PendingEvent>> {
     // An object with an event deferred past `now` is skipped whole: its later events
     // must not overtake the one that waits.
@@ -144,14 +142,16 @@ pub(crate) async fn pending_events(
          ORDER BY p.occurred_at, p.seq LIMIT $2"
     ))
     .bind(now.as_millis())
-    .bind(limit(count + skip.len()))
+    .bind(limit(count + held.seqs.len()))
     .bind(partitions)
     .fetch_all(pool)
     .await?;
     let mut events = Vec::with_capacity(count.min(rows.len()));
     for row in &rows {
         let seq: i64 = row.try_get(0)?;
-        if skip.contains(&seq) {
+        if held.seqs.contains(&seq)
+            || held.holds_object(row.try_get::<&str, _>(2 + rows::EVENT_OBJECT_COLUMN)?)
+        {
             continue;
         }
         events.push(PendingEvent {

@@ -53,6 +53,9 @@ pub(crate) fn body_json(event: &Event) -> Result<String> {
 pub(crate) const EVENT_COLUMNS: &str =
     "i.id, i.source, i.dedup_key, i.object, i.occurred_at, i.received_at, i.event_json";
 
+/// Where the object's name is among the [`EVENT_COLUMNS`].
+pub(crate) const EVENT_OBJECT_COLUMN: usize = 3;
+
 /// Reads the [`EVENT_COLUMNS`], in that order, starting at column `first`.
 pub(crate) fn event(row: &PgRow, first: usize) -> Result<Event> {
     let json: String = row.try_get(first + 6)?;

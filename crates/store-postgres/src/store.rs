@@ -3,10 +3,11 @@
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use followthrough_store::{
-    AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
-    JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
+    AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, HeldBack,
+    InboxBatch, JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
     PropertyHistoryEntry, Pruned, ReceivedEvent, RuleVersion, RunFilter, RunRecord, Store,
     StoreError, StoreStats, TimerRecord, UnitOfWork, WorkShare,
 };
@@ -51,7 +52,7 @@ impl Store for PostgresStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<PendingEvent>, StoreError> {
-        Ok(inbox::pending_events(self.pool()?, now, limit, None, &HashSet::new()).await?)
+        Ok(inbox::pending_events(self.pool()?, now, limit, None, &HeldBack::default()).await?)
     }
 
     async fn claim_work(&self, holder: &str, lease_ms: i64) -> Result<WorkShare, StoreError> {
@@ -67,10 +68,10 @@ impl Store for PostgresStore {
         share: &WorkShare,
         now: Timestamp,
         limit: usize,
-        skip: &HashSet<i64>,
+        held: Arc<HeldBack>,
     ) -> Result<Vec<PendingEvent>, StoreError> {
         let partitions = share.partitions();
-        Ok(inbox::pending_events(self.pool()?, now, limit, partitions, skip).await?)
+        Ok(inbox::pending_events(self.pool()?, now, limit, partitions, &held).await?)
     }
 
     async fn due_timers_in(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::Schema;
@@ -64,7 +64,7 @@ async fn receive(store: &PostgresStore, events: Vec<Event>) {
 
 async fn pending_objects(store: &PostgresStore, share: &WorkShare) -> BTreeSet<ObjectRef> {
     store
-        .pending_events_in(share, Timestamp(i64::MAX / 2), 10_000, &HashSet::new())
+        .pending_events_in(share, Timestamp(i64::MAX / 2), 10_000, Default::default())
         .await
         .unwrap()
         .into_iter()
@@ -128,7 +128,7 @@ async fn a_dead_instances_share_passes_on_and_its_late_commit_is_refused_whole()
     let a_share = a.claim_work("a", 200).await.unwrap();
     assert_eq!(partitions(&a_share).len(), usize::from(WORK_PARTITIONS));
     let prepared_by_a = a
-        .pending_events_in(&a_share, Timestamp(10), 10, &HashSet::new())
+        .pending_events_in(&a_share, Timestamp(10), 10, Default::default())
         .await
         .unwrap();
     assert_eq!(prepared_by_a.len(), 1);
@@ -161,7 +161,7 @@ async fn a_dead_instances_share_passes_on_and_its_late_commit_is_refused_whole()
 
     // B's unit under its own leases commits.
     let mine = b
-        .pending_events_in(&b_share, Timestamp(10), 10, &HashSet::new())
+        .pending_events_in(&b_share, Timestamp(10), 10, Default::default())
         .await
         .unwrap();
     b.apply(UnitOfWork {

@@ -46,12 +46,15 @@ pub(crate) fn body_json(event: &Event) -> Result<String, StoreError> {
 pub(crate) const COLUMNS: &str =
     "i.id, i.source, i.dedup_key, i.object, i.occurred_at, i.received_at, i.event_json";
 
+/// Where the object's name is among the [`COLUMNS`].
+pub(crate) const OBJECT_COLUMN: usize = 3;
+
 /// Reads the [`COLUMNS`], in that order, starting at column `first`.
 pub(crate) fn from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Result<Event, StoreError>> {
     let id: String = row.get(first)?;
     let source: String = row.get(first + 1)?;
     let dedup_key: String = row.get(first + 2)?;
-    let object: String = row.get(first + 3)?;
+    let object: String = row.get(first + OBJECT_COLUMN)?;
     let occurred_at: i64 = row.get(first + 4)?;
     let received_at: i64 = row.get(first + 5)?;
     let json: String = row.get(first + 6)?;

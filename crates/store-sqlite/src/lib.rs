@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
-    AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
-    JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
+    AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, HeldBack,
+    InboxBatch, JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
     PropertyHistoryEntry, Pruned, ReceivedEvent, RuleVersion, RunFilter, RunRecord, Store,
     StoreError, StoreStats, TimerRecord, UnitOfWork, WorkShare,
 };
@@ -142,7 +142,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<PendingEvent>, StoreError> {
         self.readers
             .read(move |connection| {
-                queries::pending_events(connection, now, limit, &HashSet::new())
+                queries::pending_events(connection, now, limit, &HeldBack::default())
             })
             .await
     }
@@ -152,11 +152,10 @@ impl Store for SqliteStore {
         _share: &WorkShare,
         now: Timestamp,
         limit: usize,
-        skip: &HashSet<i64>,
+        held: Arc<HeldBack>,
     ) -> Result<Vec<PendingEvent>, StoreError> {
-        let skip = skip.clone();
         self.readers
-            .read(move |connection| queries::pending_events(connection, now, limit, &skip))
+            .read(move |connection| queries::pending_events(connection, now, limit, &held))
             .await
     }
 

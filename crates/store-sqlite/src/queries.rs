@@ -1,11 +1,11 @@
 //! The SQL behind each [`followthrough_store::Store`] method, as plain functions over a
 //! connection, so the writer thread and the read pool share them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use followthrough_core::{Event, EventId, ObjectRef, Timestamp};
 use followthrough_store::{
-    AppendOutcome, JournalEntry, JournalKind, ObjectMark, ObjectState, PendingEvent,
+    AppendOutcome, HeldBack, JournalEntry, JournalKind, ObjectMark, ObjectState, PendingEvent,
     PropertyHistoryEntry, PropertyState, PropertyWrite, ReceivedEvent, StoreError, UnitOfWork,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -196,7 +196,7 @@ pub(crate) fn pending_events(
     connection: &Connection,
     now: Timestamp,
     limit: usize,
-    skip: &HashSet<i64>,
+    held: &HeldBack,
 ) -> Result<Vec<PendingEvent>, StoreError> {
     // An object with an event deferred past `now` is skipped whole: its later events
     // must not overtake the one that waits.
@@ -211,15 +211,22 @@ pub(crate) fn pending_events(
         ))
         .map_err(sql_error)?;
     let mut rows = statement
-        .query(params![now.as_millis(), (limit + skip.len()) as i64])
+        .query(params![now.as_millis(), (limit + held.seqs.len()) as i64])
         .map_err(sql_error)?;
     let mut events = Vec::with_capacity(limit);
     while events.len() < limit
         && let Some(row) = rows.next().map_err(sql_error)?
     {
         let seq: i64 = row.get(0).map_err(sql_error)?;
-        // Parsing an event is most of this read's cost; those in `skip` are not parsed.
-        if skip.contains(&seq) {
+        // Parsing an event is most of this read's cost; the held ones are not parsed.
+        if held.seqs.contains(&seq) {
+            continue;
+        }
+        let object = row
+            .get_ref(2 + event_row::OBJECT_COLUMN)
+            .and_then(|value| value.as_str().map_err(Into::into))
+            .map_err(sql_error)?;
+        if held.holds_object(object) {
             continue;
         }
         let deferrals: u32 = row.get(1).map_err(sql_error)?;

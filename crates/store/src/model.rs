@@ -21,6 +21,23 @@ pub struct AppendOutcome {
     pub duplicates: usize,
 }
 
+/// What the engine's batches in flight hold, for the read of the next batch's pending
+/// events to pass over without parsing it: their events (still pending until they
+/// commit) and their objects, whose later events wait whole so each object's order
+/// holds.
+#[derive(Debug, Clone, Default)]
+pub struct HeldBack {
+    pub seqs: std::collections::HashSet<i64>,
+    /// One set of object names (`ObjectRef`'s text, as stores keep it) per batch.
+    pub objects: Vec<std::sync::Arc<std::collections::HashSet<String>>>,
+}
+
+impl HeldBack {
+    pub fn holds_object(&self, name: &str) -> bool {
+        self.objects.iter().any(|names| names.contains(name))
+    }
+}
+
 /// An inbox event waiting to be applied. `seq` is its arrival order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEvent {

@@ -1,13 +1,14 @@
 //! The [`Store`] trait and its contract.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 
 use crate::admin::{Pruned, RunFilter, StoreStats};
 use crate::model::{
-    AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, InboxBatch,
-    JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
+    AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, HeldBack,
+    InboxBatch, JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
     PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, TimerRecord, UnitOfWork,
     WorkShare,
 };
@@ -95,19 +96,22 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
-    /// [`Store::pending_events`] limited to the share's partitions, leaving out the
-    /// events in `skip` (those of the engine's batches in flight, still pending until
-    /// they commit) without reading them whole: up to `limit` events besides them.
+    /// [`Store::pending_events`] limited to the share's partitions, leaving out what
+    /// `held` holds (the engine's batches in flight) without reading it whole: up to
+    /// `limit` events besides the held ones, of the first `limit + held.seqs.len()`
+    /// pending.
     async fn pending_events_in(
         &self,
         share: &WorkShare,
         now: Timestamp,
         limit: usize,
-        skip: &HashSet<i64>,
+        held: Arc<HeldBack>,
     ) -> Result<Vec<PendingEvent>, StoreError> {
         let _ = share;
-        let mut events = self.pending_events(now, limit + skip.len()).await?;
-        events.retain(|p| !skip.contains(&p.seq));
+        let mut events = self.pending_events(now, limit + held.seqs.len()).await?;
+        events.retain(|p| {
+            !held.seqs.contains(&p.seq) && !held.holds_object(&p.event.object.to_string())
+        });
         events.truncate(limit);
         Ok(events)
     }

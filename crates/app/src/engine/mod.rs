@@ -131,6 +131,8 @@ struct InFlight {
     seqs: HashSet<i64>,
     timers: HashSet<(String, Timestamp)>,
     objects: HashSet<ObjectRef>,
+    /// The same by name, for the store's read of pending events to pass over theirs.
+    object_names: Arc<HashSet<String>>,
     /// Timers whose context could not be fetched: retried from `retry_at` once committed.
     failed_timers: Vec<String>,
     retry_at: Timestamp,
@@ -265,6 +267,7 @@ impl Engine {
             .copied()
             .collect();
         let owners = unit.owners.clone();
+        let object_names = Arc::new(objects.iter().map(ToString::to_string).collect());
         let store = Arc::clone(&self.parts.store);
         let outbox_wake = Arc::clone(&self.parts.outbox_wake);
         let queued_jobs = !unit.outbox.is_empty();
@@ -288,6 +291,7 @@ impl Engine {
             seqs,
             timers,
             objects,
+            object_names,
             failed_timers,
             retry_at,
             owners,

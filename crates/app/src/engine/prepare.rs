@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use followthrough_core::{ObjectRef, Timestamp};
 use followthrough_rules::RunState;
-use followthrough_store::{Store, StoreError, TimerRecord, WorkShare};
+use followthrough_store::{HeldBack, Store, StoreError, TimerRecord, WorkShare};
 
 use super::{Batch, Engine, Loaded, NeedsCommitted, Pass, Prepared, Settings, hydrate, lookup};
 
@@ -38,12 +38,16 @@ impl Engine {
         // The batches in flight are still pending in the store until they commit, and
         // they are the oldest work: read past them, or the next batch would find only
         // what they hold and wait for their commits instead of being prepared alongside.
-        let events_in_flight: HashSet<i64> =
-            busy.iter().flat_map(|b| b.seqs.iter().copied()).collect();
+        // Their objects' later events are passed over unparsed too (they wait whole, see
+        // below).
+        let held = Arc::new(HeldBack {
+            seqs: busy.iter().flat_map(|b| b.seqs.iter().copied()).collect(),
+            objects: busy.iter().map(|b| Arc::clone(&b.object_names)).collect(),
+        });
         let timers_in_flight: HashSet<(String, Timestamp)> =
             busy.iter().flat_map(|b| b.timers.iter().cloned()).collect();
         let mut events = store
-            .pending_events_in(&share, now, parts.batch_size, &events_in_flight)
+            .pending_events_in(&share, now, parts.batch_size, held)
             .await?;
         let mut due = store
             .due_timers_in(&share, now, parts.batch_size, &timers_in_flight)
@@ -65,7 +69,8 @@ impl Engine {
                 let event = &p.event;
                 let touches_busy = is_busy(&event.object)
                     || matches!(&event.kind, followthrough_core::EventKind::AssociationChange { to, .. } if is_busy(to));
-                // (The store already left out the events in flight themselves.)
+                // (The store already left out the events in flight themselves, and those
+                // of their objects.)
                 if touches_busy || held.contains(&event.object) {
                     held.insert(event.object.clone());
                     return false;

@@ -226,23 +226,43 @@ pub async fn a_deferred_event_holds_back_its_object_until_due(store: Arc<dyn Sto
 }
 
 pub async fn pending_events_read_past_the_batches_in_flight(store: Arc<dyn Store>) {
-    let a = contact("35");
+    let (a, b) = (contact("35"), contact("36"));
+    // a at 10, 20, ...; b at 15, 25, ...: interleaved.
     let events = (1..=5)
-        .map(|i| property_event(&a, &format!("f:{i}"), i * 10, "lead_score", "1"))
+        .flat_map(|i| {
+            [
+                property_event(&a, &format!("a:{i}"), i * 10, "lead_score", "1"),
+                property_event(&b, &format!("b:{i}"), i * 10 + 5, "lead_score", "1"),
+            ]
+        })
         .collect();
     store.append_inbox(batch(events)).await.unwrap();
-    let all = store.pending_events(Timestamp(0), 10).await.unwrap();
+    let all = store.pending_events(Timestamp(0), 20).await.unwrap();
+    let read = |held: crate::HeldBack, limit: usize| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .pending_events_in(&crate::WorkShare::All, Timestamp(0), limit, Arc::new(held))
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| p.event.dedup_key.clone())
+                .collect::<Vec<_>>()
+        }
+    };
     // The first two are in a batch in flight: still pending, but not read again, and
     // the limit counts only the events besides them.
-    let in_flight: std::collections::HashSet<i64> = all[..2].iter().map(|p| p.seq).collect();
-    let next: Vec<String> = store
-        .pending_events_in(&crate::WorkShare::All, Timestamp(0), 2, &in_flight)
-        .await
-        .unwrap()
-        .iter()
-        .map(|p| p.event.dedup_key.clone())
-        .collect();
-    assert_eq!(next, vec!["f:3", "f:4"]);
+    let in_flight = crate::HeldBack {
+        seqs: all[..2].iter().map(|p| p.seq).collect(),
+        objects: Vec::new(),
+    };
+    assert_eq!(read(in_flight, 2).await, vec!["a:2", "b:2"]);
+    // A batch in flight holds b: none of b's later events is read, whatever the limit.
+    let holding_b = crate::HeldBack {
+        seqs: all[..2].iter().map(|p| p.seq).collect(),
+        objects: vec![Arc::new([b.to_string()].into())],
+    };
+    assert_eq!(read(holding_b, 10).await, vec!["a:2", "a:3", "a:4", "a:5"]);
 }
 
 pub async fn due_timers_read_past_the_batches_in_flight(store: Arc<dyn Store>) {
