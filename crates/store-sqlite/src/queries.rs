@@ -132,63 +132,42 @@ pub(crate) fn insert_journal_with(
     detail: &str,
 ) -> Result<(), StoreError> {
     let object = entry.object.as_ref().map(ToString::to_string);
-    let mut statement = connection
-        .prepare_cached(INSERT_JOURNAL_ROW)
-        .map_err(sql_error)?;
-    insert_journal_row(&mut statement, entry, object.as_deref(), detail)
-}
-
-/// A unit's journal rows, many to a statement ([`crate::many`]).
-fn insert_journal_rows(connection: &Connection, prepared: &PreparedUnit) -> Result<(), StoreError> {
-    let rows: Vec<_> = prepared
-        .unit
-        .journal
-        .iter()
-        .zip(&prepared.details)
-        .zip(&prepared.journal_objects)
-        .collect();
-    let shape = many::Shape {
-        head: "INSERT INTO journal (at, object, kind, summary, detail_json) VALUES ",
-        row: "(?, ?, ?, ?, ?)",
-        tail: "",
-    };
     many::execute(
         connection,
-        &shape,
-        &rows,
-        |params, ((entry, detail), object)| {
-            params
-                .push(entry.at.as_millis())?
-                .push(object.as_deref())?
-                .push(entry.kind.as_str())?
-                .push(&entry.summary)?
-                .push(detail.as_str())?;
-            Ok(())
-        },
+        &JOURNAL_ROWS,
+        &[(entry, detail, object.as_deref())],
+        bind_journal_row,
     )
     .map_err(sql_error)
 }
 
-const INSERT_JOURNAL_ROW: &str =
-    "INSERT INTO journal (at, object, kind, summary, detail_json) VALUES (?1, ?2, ?3, ?4, ?5)";
+/// A unit's journal rows, many to a statement.
+fn insert_journal_rows(connection: &Connection, prepared: &PreparedUnit) -> Result<(), StoreError> {
+    let rows: Vec<_> = (prepared.unit.journal.iter())
+        .zip(&prepared.details)
+        .zip(&prepared.journal_objects)
+        .map(|((entry, detail), object)| (entry, detail.as_str(), object.as_deref()))
+        .collect();
+    many::execute(connection, &JOURNAL_ROWS, &rows, bind_journal_row).map_err(sql_error)
+}
 
-/// Inserts a journal entry whose object name and detail are already text, with the
-/// statement [`INSERT_JOURNAL_ROW`].
-fn insert_journal_row(
-    statement: &mut rusqlite::Statement<'_>,
-    entry: &JournalEntry,
-    object: Option<&str>,
-    detail: &str,
-) -> Result<(), StoreError> {
-    statement
-        .execute(params![
-            entry.at.as_millis(),
-            object,
-            entry.kind.as_str(),
-            entry.summary,
-            detail,
-        ])
-        .map_err(sql_error)?;
+const JOURNAL_ROWS: many::Shape = many::Shape {
+    head: "INSERT INTO journal (at, object, kind, summary, detail_json) VALUES ",
+    row: "(?, ?, ?, ?, ?)",
+    tail: "",
+};
+
+/// A journal row's parameters: the entry, its serialized detail and its object's name.
+fn bind_journal_row(
+    params: &mut many::Params<'_, '_>,
+    (entry, detail, object): &(&JournalEntry, &str, Option<&str>),
+) -> rusqlite::Result<()> {
+    params
+        .push(entry.at.as_millis())?
+        .push(object)?
+        .push(entry.kind.as_str())?
+        .push(&entry.summary)?
+        .push(detail)?;
     Ok(())
 }
 
