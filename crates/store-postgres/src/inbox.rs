@@ -121,8 +121,9 @@ pub(crate) async fn append(
 }
 
 /// Pending events in the engine's order; only those of `partitions` when given (an
-/// instance's share of the work, see `work.rs`); up to `count` besides those in `skip`,
-/// and of the objects `held` holds, which are not parsed.
+/// instance's share of the work, see `work.rs`); up to `count` besides what `held` holds
+/// (the batches in flight's events, and the later events of their objects), which is
+/// not parsed.
 pub(crate) async fn pending_events(
     pool: &PgPool,
     now: Timestamp,

@@ -65,7 +65,7 @@ pub(crate) fn event(row: &PgRow, first: usize) -> Result<Event> {
         id: event_id(&row.try_get::<String, _>(first)?)?,
         source: row.try_get(first + 1)?,
         dedup_key: row.try_get(first + 2)?,
-        object: object(&row.try_get::<String, _>(first + 3)?)?,
+        object: object(&row.try_get::<String, _>(first + EVENT_OBJECT_COLUMN)?)?,
         kind: body.kind,
         occurred_at: Timestamp(row.try_get(first + 4)?),
         received_at: Timestamp(row.try_get(first + 5)?),
