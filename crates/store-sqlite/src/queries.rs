@@ -69,26 +69,19 @@ pub(crate) fn append_inbox(
         row: "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
         tail: " ON CONFLICT (source, dedup_key) DO NOTHING",
     };
-    let mut inserted = 0;
-    many::execute_counted(
-        connection,
-        &insert,
-        rows,
-        |params, row| {
-            params
-                .push(&row.id)?
-                .push(&row.source)?
-                .push(&row.dedup_key)?
-                .push(&row.object)?
-                .push(row.kind)?
-                .push(row.occurred_at)?
-                .push(row.received_at)?
-                .push(request_id.as_deref())?
-                .push(&row.json)?;
-            Ok(())
-        },
-        &mut inserted,
-    )
+    let inserted = many::execute(connection, &insert, rows, |params, row| {
+        params
+            .push(&row.id)?
+            .push(&row.source)?
+            .push(&row.dedup_key)?
+            .push(&row.object)?
+            .push(row.kind)?
+            .push(row.occurred_at)?
+            .push(row.received_at)?
+            .push(request_id.as_deref())?
+            .push(&row.json)?;
+        Ok(())
+    })
     .map_err(sql_error)?;
     if inserted > 0 {
         connection
@@ -138,6 +131,7 @@ pub(crate) fn insert_journal_with(
         &[(entry, detail, object.as_deref())],
         bind_journal_row,
     )
+    .map(drop)
     .map_err(sql_error)
 }
 
@@ -148,7 +142,9 @@ fn insert_journal_rows(connection: &Connection, prepared: &PreparedUnit) -> Resu
         .zip(&prepared.journal_objects)
         .map(|((entry, detail), object)| (entry, detail.as_str(), object.as_deref()))
         .collect();
-    many::execute(connection, &JOURNAL_ROWS, &rows, bind_journal_row).map_err(sql_error)
+    many::execute(connection, &JOURNAL_ROWS, &rows, bind_journal_row)
+        .map(drop)
+        .map_err(sql_error)
 }
 
 const JOURNAL_ROWS: many::Shape = many::Shape {

@@ -88,6 +88,7 @@ pub(crate) fn apply(connection: &Connection, prepared: &PreparedUnit) -> Result<
             Ok(())
         },
     )
+    .map(drop)
     .map_err(sql_error)
 }
 
