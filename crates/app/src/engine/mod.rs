@@ -9,7 +9,10 @@
 //! the sense that matters here: each batch carries thousands of objects through one
 //! commit, and an object whose context cannot be fetched is deferred without holding
 //! the others back. (A batch's evaluation is one sequence on one thread, and it is one
-//! of the two limits on throughput with the single SQLite writer: see BENCHMARKS.md.)
+//! of the two limits on throughput with the single SQLite writer: see BENCHMARKS.md.
+//! Evaluating a batch's objects in two halves on two threads was measured and not kept:
+//! on two cores the halves compete with the writer and ingest, and cost more CPU than
+//! they save.)
 //!
 //! **Crash safety.** A batch's effects and the marking of its events as applied commit
 //! in one transaction. A crash before the commit leaves the events pending and nothing

@@ -8,7 +8,7 @@ use followthrough_core::{Clock as _, ObjectRef};
 use serde_json::json;
 
 use super::*;
-use crate::helpers::spawn_app_with_rules;
+use crate::helpers::{property_change, spawn_app_with_rules};
 
 const WON_DEAL_RULE: &str = r##"id: won-deal-thanks
 description: A won deal -> tell the channel who won it and how many contacts it has.
@@ -204,4 +204,90 @@ async fn an_engagement_waits_for_the_context_of_the_contacts_it_is_linked_to() {
     let jobs = outbox(&app, &contact(620)).await;
     assert_eq!(actions(&jobs), vec!["slack_dm"]);
     assert_eq!(jobs[0].params["to"], "sam@example.com");
+}
+
+const WON_DEAL_NAMES_ITS_CONTACT: &str = r##"id: won-deal-names-its-contact
+description: A won deal -> tell the channel which contact it was won with.
+on: { object: deal, change: dealstage, to: closedwon }
+when: size(associated.contacts) > 0
+steps:
+  - slack_message: { channel: "#wins", text: "{{ object.dealname }} with {{ associated.contacts[0].firstname }}" }
+"##;
+
+/// A hundred deals won in one webhook, so in one batch of the engine: each deal is
+/// evaluated with its own contact, fetched from the CRM the first time and read from
+/// the store the second.
+#[tokio::test]
+async fn deals_won_together_are_each_evaluated_with_their_own_contact() {
+    const DEALS: u64 = 100;
+    let rule = (
+        "won-deal-names-its-contact.yaml".to_owned(),
+        WON_DEAL_NAMES_ITS_CONTACT.to_owned(),
+    );
+    let app = spawn_app_with_rules(&[rule], "").await;
+    let crm = &app.hubspot;
+    for i in 0..DEALS {
+        let contact_id = (5000 + i).to_string();
+        let firstname = format!("Contact{i}");
+        crm.set_object(
+            "contacts",
+            &contact_id,
+            BTreeMap::from([("firstname".to_owned(), firstname)]),
+        );
+        crm.associate("deals", &(3000 + i).to_string(), "contacts", &contact_id);
+    }
+    let mut next_id = 0;
+    let mut win_all = |stages: &[&str]| {
+        let at = app.clock.now().as_millis();
+        let mut events = Vec::new();
+        for i in 0..DEALS {
+            next_id += 1;
+            let name = format!("Deal{i}");
+            events.push(property_change(
+                next_id,
+                "deal",
+                3000 + i,
+                at,
+                "dealname",
+                &name,
+            ));
+            for (n, stage) in stages.iter().enumerate() {
+                next_id += 1;
+                let when = at + 1 + n as i64;
+                events.push(property_change(
+                    next_id,
+                    "deal",
+                    3000 + i,
+                    when,
+                    "dealstage",
+                    stage,
+                ));
+            }
+        }
+        Value::Array(events).to_string()
+    };
+
+    let first = win_all(&["closedwon"]);
+    assert_eq!(app.post_hubspot(&first).await.status(), 200);
+    app.settle().await;
+    let reads = crm.request_count("/crm/");
+    assert!(
+        reads >= DEALS as usize,
+        "the links were fetched: {reads} reads"
+    );
+
+    app.clock.advance(Duration::from_secs(60));
+    let again = win_all(&["appointmentscheduled", "closedwon"]);
+    assert_eq!(app.post_hubspot(&again).await.status(), 200);
+    app.settle().await;
+    assert_eq!(crm.request_count("/crm/"), reads, "all from the store");
+    for i in 0..DEALS {
+        let jobs = outbox(&app, &deal(3000 + i)).await;
+        let texts: Vec<&str> = jobs
+            .iter()
+            .map(|j| j.params["text"].as_str().unwrap())
+            .collect();
+        let expected = format!("Deal{i} with Contact{i}");
+        assert_eq!(texts, vec![expected.as_str(); 2], "deal {i}");
+    }
 }
