@@ -397,8 +397,13 @@ mod tests {
         );
         writer.close();
         let closed = steps();
-        assert_eq!(closed.len(), busy.len() + 2, "one more round at close");
-        assert_eq!(closed[busy.len()..], [0, 1]);
+        assert_eq!(closed[..busy.len()], busy[..]);
+        let tail = &closed[busy.len()..];
+        // Close runs one whole round, after whatever the chore did between `busy` being
+        // read and the close (a round's second step, a round begun and left unfinished,
+        // which close starts over): at most one round's steps.
+        assert!(tail.ends_with(&[0, 1]), "one more round at close: {tail:?}");
+        assert!(tail.len() <= 4, "{tail:?}");
     }
 
     #[tokio::test]
