@@ -148,7 +148,7 @@ pub(crate) fn load_objects(
     if objects.is_empty() {
         return Ok(view);
     }
-    let names: Vec<String> = objects.iter().map(ObjectRef::to_string).collect();
+    let names: Vec<String> = objects.iter().map(ObjectRef::name).collect();
     let names = serde_json::to_string(&names).map_err(|e| StoreError::Backend(e.to_string()))?;
     let read = connection.unchecked_transaction().map_err(sql_error)?;
     let parse = |text: String| {
@@ -221,16 +221,20 @@ pub(crate) fn load_objects(
     }
     view.objects = states.into_values().collect();
 
+    // Sorted here, not by an `ORDER BY`: SQLite would copy every row, whole states
+    // included, into a temporary b-tree first.
     let mut runs = read
         .prepare_cached(&format!(
             "SELECT {RUN_COLUMNS} FROM runs
-             WHERE object IN (SELECT value FROM json_each(?1)) AND {ACTIVE}
-             ORDER BY created_at, run_id"
+             WHERE object IN (SELECT value FROM json_each(?1)) AND {ACTIVE}"
         ))
         .map_err(sql_error)?;
     for run in runs.query_map([&names], run_row).map_err(sql_error)? {
         view.runs.push(run.map_err(sql_error)??);
     }
+    view.runs.sort_unstable_by(|a, b| {
+        (a.created_at, a.run_id.as_str()).cmp(&(b.created_at, b.run_id.as_str()))
+    });
     let mut links = read
         .prepare_cached(
             "SELECT from_object, to_object FROM links WHERE from_object IN (SELECT value FROM json_each(?1))",

@@ -242,7 +242,7 @@ impl PreparedUnit {
         let write_objects: Vec<String> = unit
             .property_writes
             .iter()
-            .map(|w| w.object.to_string())
+            .map(|w| w.object.name())
             .collect();
         let mut touched: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         let mut touch = |object: String, at: Timestamp| {
@@ -253,7 +253,7 @@ impl PreparedUnit {
             let (ObjectMark::Seen { object, at }
             | ObjectMark::Deleted { object, at }
             | ObjectMark::Restored { object, at }) = mark;
-            touch(object.to_string(), *at);
+            touch(object.name(), *at);
         }
         for (write, object) in unit.property_writes.iter().zip(&write_objects) {
             touch(object.clone(), write.occurred_at);
@@ -262,10 +262,10 @@ impl PreparedUnit {
             journal_objects: unit
                 .journal
                 .iter()
-                .map(|e| e.object.as_ref().map(ToString::to_string))
+                .map(|e| e.object.as_ref().map(ObjectRef::name))
                 .collect(),
-            run_objects: unit.runs.iter().map(|r| r.object.to_string()).collect(),
-            job_objects: unit.outbox.iter().map(|j| j.object.to_string()).collect(),
+            run_objects: unit.runs.iter().map(|r| r.object.name()).collect(),
+            job_objects: unit.outbox.iter().map(|j| j.object.name()).collect(),
             write_objects,
             touched,
             values: unit

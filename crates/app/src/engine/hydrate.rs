@@ -5,7 +5,9 @@
 //! and journaled with it). An event whose context cannot be fetched is deferred: it is
 //! never evaluated against a guess.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::Duration;
 

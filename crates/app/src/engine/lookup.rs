@@ -6,7 +6,7 @@
 //! engine reads the job here, since the batch itself does no I/O, and the batch resumes
 //! or fails the run with it.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use followthrough_rules::{RunState, Wait};
 use followthrough_store::{JobStatus, Store, StoreError, TimerRecord};

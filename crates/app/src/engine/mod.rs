@@ -48,6 +48,8 @@ mod rule_versions;
 mod share;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use foldhash::HashSet as FastSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +59,7 @@ use followthrough_store::{Store, StoreError, UnitOfWork, WorkShare};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use batch::{Batch, Loaded, Settings};
+pub use batch::{Batch, ChangedRuns, Loaded, Settings};
 pub use hydrate::Hydrator;
 pub use rule_versions::RuleVersions;
 pub use share::StoreWideDuties;
@@ -132,8 +134,8 @@ const PIPELINE_DEPTH: usize = 3;
 struct InFlight {
     commit: tokio::task::JoinHandle<Result<(), StoreError>>,
     seqs: HashSet<i64>,
-    timers: HashSet<(String, Timestamp)>,
-    objects: HashSet<ObjectRef>,
+    timers: FastSet<(String, Timestamp)>,
+    objects: FastSet<ObjectRef>,
     /// The same by name, for the store's read of pending events to pass over theirs.
     object_names: Arc<HashSet<String>>,
     /// Timers whose context could not be fetched: retried from `retry_at` once committed.
@@ -146,9 +148,11 @@ struct InFlight {
 /// A batch evaluated and ready to commit.
 struct Prepared {
     unit: UnitOfWork,
+    /// The unit's runs, made rows when it is committed.
+    runs: ChangedRuns,
     pass: Pass,
-    objects: HashSet<ObjectRef>,
-    timers: HashSet<(String, Timestamp)>,
+    objects: FastSet<ObjectRef>,
+    timers: FastSet<(String, Timestamp)>,
     failed_timers: Vec<String>,
     retry_at: Timestamp,
 }
@@ -245,11 +249,7 @@ impl Engine {
                 None => return Ok(Pass::default()),
             }
         };
-        let keyed_elsewhere = prepared
-            .unit
-            .runs
-            .iter()
-            .any(|run| run.key != run.object.to_string());
+        let keyed_elsewhere = prepared.runs.keyed_elsewhere();
         while self.in_flight.len() >= PIPELINE_DEPTH
             || (keyed_elsewhere && !self.in_flight.is_empty())
         {
@@ -257,6 +257,7 @@ impl Engine {
         }
         let Prepared {
             unit,
+            runs,
             pass,
             objects,
             timers,
@@ -280,6 +281,7 @@ impl Engine {
             // prepared while this one is scrubbed and committed.
             commit: tokio::spawn(async move {
                 let mut unit = unit;
+                unit.runs = runs.into_records();
                 redactor.seal(&mut unit.journal);
                 let tally = crate::metrics::Tally::of(&unit.journal).applied(unit.applied.len());
                 let committed = store.apply(unit).await;

@@ -2,7 +2,9 @@
 //! out what the batches in flight touch), the objects, runs and context they need, and
 //! the [`Batch`] that turns them into one unit of work.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use followthrough_core::{ObjectRef, Timestamp};
@@ -44,7 +46,7 @@ impl Engine {
             seqs: busy.iter().flat_map(|b| b.seqs.iter().copied()).collect(),
             objects: busy.iter().map(|b| Arc::clone(&b.object_names)).collect(),
         });
-        let timers_in_flight: HashSet<(String, Timestamp)> =
+        let timers_in_flight: std::collections::HashSet<(String, Timestamp)> =
             busy.iter().flat_map(|b| b.timers.iter().cloned()).collect();
         let mut events = store
             .pending_events_in(&share, now, parts.batch_size, held)
@@ -211,7 +213,7 @@ impl Engine {
         let handle = tokio::runtime::Handle::current();
 
         let context = started.elapsed();
-        let (unit, pass, failed_timers) = tokio::task::spawn_blocking(move || {
+        let ((unit, runs), pass, failed_timers) = tokio::task::spawn_blocking(move || {
             let key_lookup = |rule_id: &str, key: &str| {
                 handle.block_on(store_for_keys.active_runs(rule_id, key))
             };
@@ -285,9 +287,10 @@ impl Engine {
         unit.fence = share.fence();
         let mut objects = batch_objects;
         // Runs found by key (rules keyed by an expression) may be about other objects.
-        objects.extend(unit.runs.iter().map(|r| r.object.clone()));
+        objects.extend(runs.objects().cloned());
         Ok(Some(Ok(Prepared {
             unit,
+            runs,
             pass,
             objects,
             timers: timer_keys,

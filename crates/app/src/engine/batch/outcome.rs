@@ -3,7 +3,7 @@
 //! collects them.
 
 use followthrough_connectors::connector_for;
-use followthrough_core::{RunId, Timestamp};
+use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_rules::{Advance, Decision, RunState};
 use followthrough_store::{OutboxJob, RunRecord, TimerRecord, UnitOfWork};
 use serde_json::json;
@@ -167,36 +167,19 @@ impl Batch<'_> {
         }
     }
 
-    /// The unit to commit: runs in the order they last changed (so a cancelled run is
-    /// written before the run that replaces it), then the net timer changes.
-    pub fn finish(mut self) -> UnitOfWork {
-        let mut changed: Vec<(u64, RunRecord)> = self
+    /// The unit to commit, with the net timer changes, and the runs it changed, which
+    /// become its rows when it is committed (see [`ChangedRuns`]).
+    pub fn finish(mut self) -> (UnitOfWork, ChangedRuns) {
+        let mut changed: Vec<(u64, Run)> = self
             .runs
             .into_values()
-            .filter_map(|run| {
-                let order = run.changed?;
-                let run_id = RunId::parse(&run.state.run_id)?;
-                Some((
-                    order,
-                    RunRecord {
-                        run_id,
-                        rule_id: run.state.rule_id.clone(),
-                        rule_version: run.state.rule_version.clone(),
-                        key: run.state.key.clone(),
-                        object: run.state.object.clone(),
-                        status: status_name(&run.state).to_owned(),
-                        parallel: run.parallel,
-                        reason: status_reason(&run.state),
-                        state: run.state.to_json(),
-                        created_at: run.created_at,
-                        updated_at: self.settings.now,
-                        revision: run.revision,
-                    },
-                ))
-            })
+            .filter_map(|run| Some((run.changed?, run)))
             .collect();
-        changed.sort_by_key(|(order, _)| *order);
-        self.unit.runs = changed.into_iter().map(|(_, record)| record).collect();
+        changed.sort_unstable_by_key(|(order, _)| *order);
+        let runs = ChangedRuns {
+            runs: changed.into_iter().map(|(_, run)| run).collect(),
+            now: self.settings.now,
+        };
         self.unit.timers_cancelled = self
             .cancelled
             .into_iter()
@@ -219,7 +202,66 @@ impl Batch<'_> {
                 })
             })
             .collect();
-        self.unit
+        (self.unit, runs)
+    }
+}
+
+/// The runs a batch changed, in the order they last changed (so a cancelled run is
+/// written before the run that replaces it). They become rows, each state serialized,
+/// only when the unit is committed: on the commit's task, not on the engine's one
+/// sequence, where serializing them was a sixth of evaluating a batch of timers.
+pub struct ChangedRuns {
+    runs: Vec<Run>,
+    now: Timestamp,
+}
+
+impl ChangedRuns {
+    /// The objects the runs are about.
+    pub fn objects(&self) -> impl Iterator<Item = &ObjectRef> {
+        self.runs.iter().map(|run| &run.state.object)
+    }
+
+    /// Whether a run is keyed by something other than its object (a rule keyed by an
+    /// expression), so that another batch may reach the same key through another object.
+    pub fn keyed_elsewhere(&self) -> bool {
+        self.runs
+            .iter()
+            .any(|run| !run.state.object.is_named(&run.state.key))
+    }
+
+    /// The rows to write, `updated_at` the batch's time.
+    pub fn into_records(self) -> Vec<RunRecord> {
+        let now = self.now;
+        self.runs
+            .into_iter()
+            .filter_map(|run| {
+                let run_id = RunId::parse(&run.state.run_id)?;
+                let status = status_name(&run.state).to_owned();
+                let reason = status_reason(&run.state);
+                let state = run.state.to_json();
+                let RunState {
+                    rule_id,
+                    rule_version,
+                    key,
+                    object,
+                    ..
+                } = run.state;
+                Some(RunRecord {
+                    run_id,
+                    rule_id,
+                    rule_version,
+                    key,
+                    object,
+                    status,
+                    parallel: run.parallel,
+                    reason,
+                    state,
+                    created_at: run.created_at,
+                    updated_at: now,
+                    revision: run.revision,
+                })
+            })
+            .collect()
     }
 }
 
