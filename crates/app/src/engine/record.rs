@@ -212,17 +212,14 @@ pub fn timer_cancelled(
 }
 
 pub fn timer_fired(at: Timestamp, state: &RunState, timer: &TimerRecord) -> JournalEntry {
+    let due_at = timer.due_at.to_rfc3339();
     entry(
         at,
         &state.object,
         JournalKind::Timer,
-        format!(
-            "timer for run {} due {} fired",
-            state.run_id,
-            timer.due_at.to_rfc3339()
-        ),
+        format!("timer for run {} due {due_at} fired", state.run_id),
         json!({
-            "run_id": state.run_id, "rule_id": state.rule_id, "due_at": timer.due_at.to_rfc3339(),
+            "run_id": state.run_id, "rule_id": state.rule_id, "due_at": due_at,
             "kind": timer.kind, "outcome": "fired", "late_ms": at.as_millis() - timer.due_at.as_millis(),
         }),
     )
