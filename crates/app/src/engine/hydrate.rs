@@ -6,11 +6,10 @@
 //! never evaluated against a guess.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::Duration;
 
+use foldhash::{HashMap, HashMapExt};
 use followthrough_core::{EventId, EventKind, ObjectRef, Timestamp};
 use followthrough_rules::{Rule, RuleSet, RunState, Subject};
 use followthrough_store::{

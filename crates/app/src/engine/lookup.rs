@@ -7,7 +7,6 @@
 //! or fails the run with it.
 
 use foldhash::{HashMap, HashMapExt};
-
 use followthrough_rules::{RunState, Wait};
 use followthrough_store::{JobStatus, Store, StoreError, TimerRecord};
 use serde_json::Value as Json;

@@ -48,11 +48,10 @@ mod rule_versions;
 mod share;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-
-use foldhash::HashSet as FastSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use foldhash::HashSet as FastSet;
 use followthrough_core::{Clock, ObjectRef, Timestamp};
 use followthrough_rules::{Calendar, RuleSetDiff};
 use followthrough_store::{Store, StoreError, UnitOfWork, WorkShare};

@@ -3,10 +3,9 @@
 //! the [`Batch`] that turns them into one unit of work.
 
 use std::collections::BTreeSet;
-
-use foldhash::{HashMap, HashSet, HashSetExt};
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashSet, HashSetExt};
 use followthrough_core::{ObjectRef, Timestamp};
 use followthrough_rules::RunState;
 use followthrough_store::{HeldBack, Store, StoreError, TimerRecord, WorkShare};

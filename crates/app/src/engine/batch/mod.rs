@@ -12,13 +12,12 @@
 //! memory and builds what a rule sees; `outcome` turns decisions into rows.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 // foldhash, not the standard SipHash: a batch of 2,000 timers hashes each run id and
 // object name several times over, and SipHash on those strings was 5% of firing them.
 // Its keys are randomly seeded per process, and the names come from signed webhooks.
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-use std::sync::Arc;
-
 use followthrough_core::{Event, EventKind, ObjectRef, RunId, Timestamp};
 use followthrough_rules::{
     Calendar, EvalContext, KeySpec, OnRetrigger, Owner, Properties, RetriggerDecision, Rule,
