@@ -28,6 +28,7 @@ pub use admin::{
 };
 
 pub use engine::{
+    a_batch_loads_its_objects_active_runs_oldest_first,
     a_deferred_event_holds_back_its_object_until_due, due_timers_read_past_the_batches_in_flight,
     links_go_both_ways_and_a_fetched_list_replaces_them,
     one_active_run_per_rule_and_key_unless_parallel,
@@ -72,6 +73,7 @@ macro_rules! conformance_tests {
             due_timers_read_past_the_batches_in_flight,
             links_go_both_ways_and_a_fetched_list_replaces_them,
             owners_runs_and_timers_read_back,
+            a_batch_loads_its_objects_active_runs_oldest_first,
             a_claim_leases_a_job_until_the_lease_expires,
             an_outcome_under_a_stale_lease_is_not_recorded,
             a_retry_hides_the_job_until_its_next_at,

@@ -260,7 +260,7 @@ pub struct CachedOwner {
 pub struct ObjectsView {
     /// The objects the store knows (unknown ones are absent).
     pub objects: Vec<ObjectState>,
-    /// Their active runs.
+    /// Their active runs, oldest first (by creation, then run id).
     pub runs: Vec<RunRecord>,
     /// Links from these objects.
     pub links: Vec<(ObjectRef, ObjectRef)>,

@@ -360,6 +360,39 @@ pub async fn links_go_both_ways_and_a_fetched_list_replaces_them(store: Arc<dyn 
     );
 }
 
+pub async fn a_batch_loads_its_objects_active_runs_oldest_first(store: Arc<dyn Store>) {
+    let at = |created: i64, rule: &str, key: &str| RunRecord {
+        created_at: Timestamp(created),
+        ..run(rule, key, "waiting", false)
+    };
+    // Written newest first, on two objects, with a tie on creation broken by run id.
+    let runs = vec![
+        at(30, "lead-gone-cold", "61"),
+        at(20, "new-sql-gets-a-call", "62"),
+        at(10, "negotiation-needs-next-step", "61"),
+        at(20, "stalled-deal", "61"),
+        RunRecord {
+            status: "completed".into(),
+            ..at(5, "won-deal-thanks", "61")
+        },
+    ];
+    store
+        .apply(UnitOfWork {
+            runs: runs.clone(),
+            ..UnitOfWork::default()
+        })
+        .await
+        .unwrap();
+    let view = store
+        .load_objects(&[contact("62"), contact("61")])
+        .await
+        .unwrap();
+    let mut expected: Vec<RunRecord> = runs.into_iter().filter(|r| r.status == "waiting").collect();
+    expected
+        .sort_by(|a, b| (a.created_at, a.run_id.as_str()).cmp(&(b.created_at, b.run_id.as_str())));
+    assert_eq!(view.runs, expected);
+}
+
 pub async fn owners_runs_and_timers_read_back(store: Arc<dyn Store>) {
     let owner = CachedOwner {
         id: "7".into(),

@@ -209,7 +209,7 @@ impl Batch<'_> {
 /// The runs a batch changed, in the order they last changed (so a cancelled run is
 /// written before the run that replaces it). They become rows, each state serialized,
 /// only when the unit is committed: on the commit's task, not on the engine's one
-/// sequence, where serializing them was a sixth of evaluating a batch of timers.
+/// sequence, where serializing them was a fifth of evaluating a batch of timers.
 pub struct ChangedRuns {
     runs: Vec<Run>,
     now: Timestamp,
