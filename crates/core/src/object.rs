@@ -36,15 +36,11 @@ impl ObjectRef {
     pub fn name(&self) -> String {
         let mut name =
             String::with_capacity(self.source.len() + self.object_type.len() + self.id.len() + 2);
-        for (i, part) in [&self.source, &self.object_type, &self.id]
-            .into_iter()
-            .enumerate()
-        {
-            if i > 0 {
-                name.push(':');
-            }
-            name.push_str(part);
-        }
+        name.push_str(&self.source);
+        name.push(':');
+        name.push_str(&self.object_type);
+        name.push(':');
+        name.push_str(&self.id);
         name
     }
 }

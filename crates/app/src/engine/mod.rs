@@ -270,7 +270,7 @@ impl Engine {
             .copied()
             .collect();
         let owners = unit.owners.clone();
-        let object_names = Arc::new(objects.iter().map(ToString::to_string).collect());
+        let object_names = Arc::new(objects.iter().map(ObjectRef::name).collect());
         let store = Arc::clone(&self.parts.store);
         let outbox_wake = Arc::clone(&self.parts.outbox_wake);
         let queued_jobs = !unit.outbox.is_empty();
