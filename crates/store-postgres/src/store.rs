@@ -2,14 +2,13 @@
 //! PostgreSQL rolled it back for a deadlock), each read one statement or one snapshot.
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use followthrough_store::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, HeldBack,
-    InboxBatch, JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
-    PropertyHistoryEntry, Pruned, ReceivedEvent, RuleVersion, RunFilter, RunRecord, Store,
-    StoreError, StoreStats, TimerRecord, UnitOfWork, WorkShare,
+    HeldTimers, InboxBatch, JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry,
+    PendingEvent, PropertyHistoryEntry, Pruned, ReceivedEvent, RuleVersion, RunFilter, RunRecord,
+    Store, StoreError, StoreStats, TimerRecord, UnitOfWork, WorkShare,
 };
 
 use crate::error::retrying;
@@ -79,11 +78,11 @@ impl Store for PostgresStore {
         share: &WorkShare,
         now: Timestamp,
         limit: usize,
-        skip: &HashSet<(String, Timestamp)>,
+        held: Arc<HeldTimers>,
     ) -> Result<Vec<DueTimer>, StoreError> {
         let partitions = share.partitions();
-        let mut due = runs::due_timers(self.pool()?, now, limit + skip.len(), partitions).await?;
-        due.retain(|t| !skip.contains(&(t.timer.run_id.to_string(), t.timer.due_at)));
+        let mut due = runs::due_timers(self.pool()?, now, limit + held.len(), partitions).await?;
+        due.retain(|t| !held.holds(&(t.timer.run_id.to_string(), t.timer.due_at)));
         due.truncate(limit);
         Ok(due)
     }

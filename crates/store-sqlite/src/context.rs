@@ -140,6 +140,19 @@ pub(crate) fn clear_deferrals(connection: &Connection, applied: &[i64]) -> Resul
 /// One read transaction, one set-based query per table: a batch loads thousands of
 /// objects, and a statement per object (each its own implicit transaction, with its
 /// file locks) was most of the engine's read time.
+/// The active runs of the objects named in the JSON list `?1`.
+///
+/// Each query of [`load_objects`] joins the list (`CROSS JOIN` keeps it the outer loop:
+/// one index search per name) rather than testing `object IN (SELECT value FROM
+/// json_each(?1))`, for which SQLite first copies the list into a temporary index and
+/// searches that: five temporary indexes of a batch's 2,000 names, per batch.
+pub(crate) fn active_runs_of_objects() -> String {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM json_each(?1) AS wanted CROSS JOIN runs
+         ON object = wanted.value WHERE {ACTIVE}"
+    )
+}
+
 pub(crate) fn load_objects(
     connection: &Connection,
     objects: &[ObjectRef],
@@ -148,7 +161,10 @@ pub(crate) fn load_objects(
     if objects.is_empty() {
         return Ok(view);
     }
-    let names: Vec<String> = objects.iter().map(ObjectRef::name).collect();
+    // Each object once: the queries below join the list, they do not test membership.
+    let mut names: Vec<String> = objects.iter().map(ObjectRef::name).collect();
+    names.sort_unstable();
+    names.dedup();
     let names = serde_json::to_string(&names).map_err(|e| StoreError::Backend(e.to_string()))?;
     let read = connection.unchecked_transaction().map_err(sql_error)?;
     let parse = |text: String| {
@@ -159,8 +175,8 @@ pub(crate) fn load_objects(
     let mut states: BTreeMap<String, ObjectState> = BTreeMap::new();
     let mut headers = read
         .prepare_cached(
-            "SELECT object, first_seen_at, updated_at, deleted_at FROM objects
-             WHERE object IN (SELECT value FROM json_each(?1))",
+            "SELECT object, first_seen_at, updated_at, deleted_at
+             FROM json_each(?1) AS wanted CROSS JOIN objects ON object = wanted.value",
         )
         .map_err(sql_error)?;
     let rows = headers
@@ -189,8 +205,8 @@ pub(crate) fn load_objects(
     }
     let mut properties = read
         .prepare_cached(
-            "SELECT object, name, value_json, occurred_at, event_id FROM object_properties
-             WHERE object IN (SELECT value FROM json_each(?1))",
+            "SELECT object, name, value_json, occurred_at, event_id
+             FROM json_each(?1) AS wanted CROSS JOIN object_properties ON object = wanted.value",
         )
         .map_err(sql_error)?;
     let rows = properties
@@ -224,10 +240,7 @@ pub(crate) fn load_objects(
     // Sorted here, not by an `ORDER BY`: SQLite would copy every row, whole states
     // included, into a temporary b-tree first.
     let mut runs = read
-        .prepare_cached(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs
-             WHERE object IN (SELECT value FROM json_each(?1)) AND {ACTIVE}"
-        ))
+        .prepare_cached(&active_runs_of_objects())
         .map_err(sql_error)?;
     for run in runs.query_map([&names], run_row).map_err(sql_error)? {
         view.runs.push(run.map_err(sql_error)??);
@@ -237,7 +250,8 @@ pub(crate) fn load_objects(
     });
     let mut links = read
         .prepare_cached(
-            "SELECT from_object, to_object FROM links WHERE from_object IN (SELECT value FROM json_each(?1))",
+            "SELECT from_object, to_object
+             FROM json_each(?1) AS wanted CROSS JOIN links ON from_object = wanted.value",
         )
         .map_err(sql_error)?;
     let rows = links
@@ -251,7 +265,8 @@ pub(crate) fn load_objects(
     }
     let mut syncs = read
         .prepare_cached(
-            "SELECT object, to_type, synced_at FROM link_syncs WHERE object IN (SELECT value FROM json_each(?1))",
+            "SELECT object, to_type, synced_at
+             FROM json_each(?1) AS wanted CROSS JOIN link_syncs ON object = wanted.value",
         )
         .map_err(sql_error)?;
     let rows = syncs

@@ -18,16 +18,15 @@ mod runs;
 mod trace_index;
 mod writer;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
 use followthrough_store::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, HeldBack,
-    InboxBatch, JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
-    PropertyHistoryEntry, Pruned, ReceivedEvent, RuleVersion, RunFilter, RunRecord, Store,
-    StoreError, StoreStats, TimerRecord, UnitOfWork, WorkShare,
+    HeldTimers, InboxBatch, JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry,
+    PendingEvent, PropertyHistoryEntry, Pruned, ReceivedEvent, RuleVersion, RunFilter, RunRecord,
+    Store, StoreError, StoreStats, TimerRecord, UnitOfWork, WorkShare,
 };
 use rusqlite::Connection;
 
@@ -254,7 +253,9 @@ impl Store for SqliteStore {
 
     async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
         self.readers
-            .read(move |connection| runs::due_timers(connection, now, limit, &HashSet::new()))
+            .read(move |connection| {
+                runs::due_timers(connection, now, limit, &HeldTimers::default())
+            })
             .await
     }
 
@@ -263,11 +264,10 @@ impl Store for SqliteStore {
         _share: &WorkShare,
         now: Timestamp,
         limit: usize,
-        skip: &HashSet<(String, Timestamp)>,
+        held: Arc<HeldTimers>,
     ) -> Result<Vec<DueTimer>, StoreError> {
-        let skip = skip.clone();
         self.readers
-            .read(move |connection| runs::due_timers(connection, now, limit, &skip))
+            .read(move |connection| runs::due_timers(connection, now, limit, &held))
             .await
     }
 

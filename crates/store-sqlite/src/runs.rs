@@ -1,10 +1,8 @@
 //! The SQL for runs, timers and queueing outbox jobs: the engine's durable state. (The
 //! outbox workers' side is [`crate::outbox`].)
 
-use std::collections::HashSet;
-
 use followthrough_core::{ObjectRef, RunId, Timestamp};
-use followthrough_store::{DueTimer, RunRecord, StoreError, TimerRecord};
+use followthrough_store::{DueTimer, HeldTimers, RunRecord, StoreError, TimerRecord};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::queries::PreparedUnit;
@@ -170,13 +168,13 @@ pub(crate) fn insert_timers(
 }
 
 /// Due timers, oldest first, each with its run's object: up to `limit` of them besides
-/// those in `skip`, which are passed over before their run is looked up (the engine's
+/// those `held` holds, which are passed over before their run is looked up (the engine's
 /// batches in flight hold them; with three in flight they were most of what was read).
 pub(crate) fn due_timers(
     connection: &Connection,
     now: Timestamp,
     limit: usize,
-    skip: &HashSet<(String, Timestamp)>,
+    held: &HeldTimers,
 ) -> Result<Vec<DueTimer>, StoreError> {
     let mut timers = connection
         .prepare_cached(
@@ -188,21 +186,27 @@ pub(crate) fn due_timers(
         .prepare_cached("SELECT object FROM runs WHERE run_id = ?1")
         .map_err(sql_error)?;
     let mut rows = timers
-        .query(params![now.as_millis(), (limit + skip.len()) as i64])
+        .query(params![now.as_millis(), (limit + held.len()) as i64])
         .map_err(sql_error)?;
     let mut due = Vec::new();
+    // One key, refilled for each row: a held timer is passed over without allocating.
+    let mut key = (String::new(), Timestamp(0));
     while due.len() < limit {
         let Some(row) = rows.next().map_err(sql_error)? else {
             break;
         };
-        let key: (String, Timestamp) = (
-            row.get(0).map_err(sql_error)?,
-            Timestamp(row.get(1).map_err(sql_error)?),
+        key.0.clear();
+        let run_id = row.get_ref(0).map_err(sql_error)?;
+        key.0.push_str(
+            run_id
+                .as_str()
+                .map_err(|e| StoreError::Corrupt(format!("timer run id: {e}")))?,
         );
-        if skip.contains(&key) {
+        key.1 = Timestamp(row.get(1).map_err(sql_error)?);
+        if held.holds(&key) {
             continue;
         }
-        let (run_id, due_at) = key;
+        let (run_id, due_at) = (key.0.clone(), key.1);
         let kind: String = row.get(2).map_err(sql_error)?;
         let object = object_of
             .query_row([&run_id], |row| row.get::<_, String>(0))
@@ -285,14 +289,16 @@ mod tests {
             "SELECT {RUN_COLUMNS} FROM runs WHERE rule_id = ?1 AND {ACTIVE} AND ?2 IS NOT NULL"
         ));
         assert!(by_rule.contains("USING INDEX runs_active "), "{by_rule}");
-        // Loading a batch's objects: one search per object in the active runs alone.
+        // Loading a batch's objects: one search per object in the active runs alone,
+        // with no temporary index of the names first.
         let by_object = plan(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs
-             WHERE object IN (SELECT value FROM json_each(?1)) AND {ACTIVE} AND ?2 IS NOT NULL"
+            "{} AND ?2 IS NOT NULL",
+            crate::context::active_runs_of_objects()
         ));
         assert!(
             by_object.contains("USING INDEX runs_active_by_object "),
             "{by_object}"
         );
+        assert!(!by_object.contains("LIST SUBQUERY"), "{by_object}");
     }
 }

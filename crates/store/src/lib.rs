@@ -17,10 +17,10 @@ pub mod conformance;
 pub use admin::{ActiveRunCount, ConnectorBacklog, Pruned, RunFilter, StoreStats};
 pub use model::{
     AppendOutcome, AssociationSync, AssociationWrite, AttemptRecord, AttemptResult, CachedOwner,
-    ClaimedJob, DeadLetter, DeadLetterReason, Deferral, DueTimer, Fence, HeldBack, InboxBatch,
-    JobStatus, JournalEntry, JournalKind, KeyedJob, ObjectMark, ObjectState, ObjectsView,
-    OutboxEntry, OutboxJob, PartitionLease, PendingEvent, PropertyHistoryEntry, PropertyState,
-    PropertyWrite, ReceivedEvent, RuleVersion, RunRecord, TimerRecord, UnitOfWork, WORK_PARTITIONS,
-    WorkShare,
+    ClaimedJob, DeadLetter, DeadLetterReason, Deferral, DueTimer, Fence, HeldBack, HeldTimers,
+    InboxBatch, JobStatus, JournalEntry, JournalKind, KeyedJob, ObjectMark, ObjectState,
+    ObjectsView, OutboxEntry, OutboxJob, PartitionLease, PendingEvent, PropertyHistoryEntry,
+    PropertyState, PropertyWrite, ReceivedEvent, RuleVersion, RunRecord, TimerKeys, TimerRecord,
+    UnitOfWork, WORK_PARTITIONS, WorkShare,
 };
 pub use store::{Store, StoreError};

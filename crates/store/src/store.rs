@@ -1,6 +1,5 @@
 //! The [`Store`] trait and its contract.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use followthrough_core::{ObjectRef, RunId, Timestamp};
@@ -8,9 +7,9 @@ use followthrough_core::{ObjectRef, RunId, Timestamp};
 use crate::admin::{Pruned, RunFilter, StoreStats};
 use crate::model::{
     AppendOutcome, AttemptRecord, CachedOwner, ClaimedJob, DeadLetter, DueTimer, HeldBack,
-    InboxBatch, JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry, PendingEvent,
-    PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, TimerRecord, UnitOfWork,
-    WorkShare,
+    HeldTimers, InboxBatch, JournalEntry, KeyedJob, ObjectState, ObjectsView, OutboxEntry,
+    PendingEvent, PropertyHistoryEntry, ReceivedEvent, RuleVersion, RunRecord, TimerRecord,
+    UnitOfWork, WorkShare,
 };
 
 /// Why a store call failed. Callers at the HTTP edge answer these as an opaque 500 and
@@ -117,19 +116,19 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// [`Store::due_timers`] limited to the share's partitions (a timer belongs to its
-    /// run's object's partition), leaving out the timers in `skip` (run id, due time:
-    /// those of the engine's batches in flight, still in the store until they commit)
-    /// before their runs are looked up: up to `limit` timers besides them.
+    /// run's object's partition), leaving out the timers `held` holds (those of the
+    /// engine's batches in flight, still in the store until they commit) before their
+    /// runs are looked up: up to `limit` timers besides them.
     async fn due_timers_in(
         &self,
         share: &WorkShare,
         now: Timestamp,
         limit: usize,
-        skip: &HashSet<(String, Timestamp)>,
+        held: Arc<HeldTimers>,
     ) -> Result<Vec<DueTimer>, StoreError> {
         let _ = share;
-        let mut due = self.due_timers(now, limit + skip.len()).await?;
-        due.retain(|t| !skip.contains(&(t.timer.run_id.to_string(), t.timer.due_at)));
+        let mut due = self.due_timers(now, limit + held.len()).await?;
+        due.retain(|t| !held.holds(&(t.timer.run_id.to_string(), t.timer.due_at)));
         due.truncate(limit);
         Ok(due)
     }

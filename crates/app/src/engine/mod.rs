@@ -54,7 +54,7 @@ use std::time::Duration;
 use foldhash::HashSet as FastSet;
 use followthrough_core::{Clock, ObjectRef, Timestamp};
 use followthrough_rules::{Calendar, RuleSetDiff};
-use followthrough_store::{Store, StoreError, UnitOfWork, WorkShare};
+use followthrough_store::{Store, StoreError, TimerKeys, UnitOfWork, WorkShare};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -133,7 +133,7 @@ const PIPELINE_DEPTH: usize = 3;
 struct InFlight {
     commit: tokio::task::JoinHandle<Result<(), StoreError>>,
     seqs: HashSet<i64>,
-    timers: FastSet<(String, Timestamp)>,
+    timers: Arc<TimerKeys>,
     objects: FastSet<ObjectRef>,
     /// The same by name, for the store's read of pending events to pass over theirs.
     object_names: Arc<HashSet<String>>,
@@ -151,7 +151,7 @@ struct Prepared {
     runs: ChangedRuns,
     pass: Pass,
     objects: FastSet<ObjectRef>,
-    timers: FastSet<(String, Timestamp)>,
+    timers: TimerKeys,
     failed_timers: Vec<String>,
     retry_at: Timestamp,
 }
@@ -293,7 +293,7 @@ impl Engine {
                 committed
             }),
             seqs,
-            timers,
+            timers: Arc::new(timers),
             objects,
             object_names,
             failed_timers,

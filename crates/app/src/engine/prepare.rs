@@ -8,7 +8,7 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashSet, HashSetExt};
 use followthrough_core::{ObjectRef, Timestamp};
 use followthrough_rules::RunState;
-use followthrough_store::{HeldBack, Store, StoreError, TimerRecord, WorkShare};
+use followthrough_store::{HeldBack, HeldTimers, Store, StoreError, TimerRecord, WorkShare};
 
 use super::{Batch, Engine, Loaded, NeedsCommitted, Pass, Prepared, Settings, hydrate, lookup};
 
@@ -45,13 +45,14 @@ impl Engine {
             seqs: busy.iter().flat_map(|b| b.seqs.iter().copied()).collect(),
             objects: busy.iter().map(|b| Arc::clone(&b.object_names)).collect(),
         });
-        let timers_in_flight: std::collections::HashSet<(String, Timestamp)> =
-            busy.iter().flat_map(|b| b.timers.iter().cloned()).collect();
+        let timers_in_flight = Arc::new(HeldTimers {
+            batches: busy.iter().map(|b| Arc::clone(&b.timers)).collect(),
+        });
         let mut events = store
             .pending_events_in(&share, now, parts.batch_size, held)
             .await?;
         let mut due = store
-            .due_timers_in(&share, now, parts.batch_size, &timers_in_flight)
+            .due_timers_in(&share, now, parts.batch_size, timers_in_flight)
             .await?;
         // (The store already left out the timers in flight themselves.)
         due.retain(|t| {

@@ -282,11 +282,15 @@ pub async fn due_timers_read_past_the_batches_in_flight(store: Arc<dyn Store>) {
         .unwrap();
     // The first two are in a batch in flight: still in the store, but not read again,
     // and the limit counts only the timers besides them.
-    let in_flight: std::collections::HashSet<(String, Timestamp)> = [10, 20]
+    let in_flight: crate::TimerKeys = [10, 20]
         .map(|due| (waiting.run_id.to_string(), Timestamp(due)))
-        .into();
+        .into_iter()
+        .collect();
+    let held = std::sync::Arc::new(crate::HeldTimers {
+        batches: vec![std::sync::Arc::new(in_flight)],
+    });
     let next = store
-        .due_timers_in(&crate::WorkShare::All, Timestamp(100), 2, &in_flight)
+        .due_timers_in(&crate::WorkShare::All, Timestamp(100), 2, held)
         .await
         .unwrap();
     let due: Vec<i64> = next.iter().map(|t| t.timer.due_at.as_millis()).collect();
