@@ -137,9 +137,6 @@ pub(crate) fn clear_deferrals(connection: &Connection, applied: &[i64]) -> Resul
     Ok(())
 }
 
-/// One read transaction, one set-based query per table: a batch loads thousands of
-/// objects, and a statement per object (each its own implicit transaction, with its
-/// file locks) was most of the engine's read time.
 /// The active runs of the objects named in the JSON list `?1`.
 ///
 /// Each query of [`load_objects`] joins the list (`CROSS JOIN` keeps it the outer loop:
@@ -153,6 +150,9 @@ pub(crate) fn active_runs_of_objects() -> String {
     )
 }
 
+/// One read transaction, one set-based query per table: a batch loads thousands of
+/// objects, and a statement per object (each its own implicit transaction, with its
+/// file locks) was most of the engine's read time.
 pub(crate) fn load_objects(
     connection: &Connection,
     objects: &[ObjectRef],

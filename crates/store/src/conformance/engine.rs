@@ -387,8 +387,9 @@ pub async fn a_batch_loads_its_objects_active_runs_oldest_first(store: Arc<dyn S
         })
         .await
         .unwrap();
+    // One object named twice: its runs come once.
     let view = store
-        .load_objects(&[contact("62"), contact("61")])
+        .load_objects(&[contact("62"), contact("61"), contact("62")])
         .await
         .unwrap();
     let mut expected: Vec<RunRecord> = runs.into_iter().filter(|r| r.status == "waiting").collect();
