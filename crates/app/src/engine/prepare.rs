@@ -87,16 +87,18 @@ impl Engine {
         }
 
         // Everything the batch touches, loaded in one read.
-        let mut objects: BTreeSet<ObjectRef> = BTreeSet::new();
+        let mut touched: Vec<ObjectRef> = Vec::with_capacity(events.len() + due.len());
         for pending in &events {
-            objects.insert(pending.event.object.clone());
+            touched.push(pending.event.object.clone());
             if let followthrough_core::EventKind::AssociationChange { to, .. } = &pending.event.kind
             {
-                objects.insert(to.clone());
+                touched.push(to.clone());
             }
         }
         // A due timer's run is among its object's active runs (or the timer is stale).
-        objects.extend(due.iter().filter_map(|t| t.object.clone()));
+        touched.extend(due.iter().filter_map(|t| t.object.clone()));
+        // Collected whole, the set is sorted once and built in bulk, not searched per insert.
+        let mut objects: BTreeSet<ObjectRef> = touched.into_iter().collect();
         let timers: Vec<TimerRecord> = due.into_iter().map(|t| t.timer).collect();
         let requested: Vec<ObjectRef> = objects.iter().cloned().collect();
         let read_work = started.elapsed();
