@@ -29,9 +29,7 @@ impl ObjectRef {
             id: id.into(),
         }
     }
-}
 
-impl ObjectRef {
     /// The name, `<source>:<type>:<id>` (what `to_string` gives, built in one allocation).
     pub fn name(&self) -> String {
         let mut name =
@@ -43,9 +41,7 @@ impl ObjectRef {
         name.push_str(&self.id);
         name
     }
-}
 
-impl ObjectRef {
     /// Whether `name` is this object's name, without building it.
     pub fn is_named(&self, name: &str) -> bool {
         let mut parts = name.splitn(3, ':');
